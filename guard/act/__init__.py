@@ -1,0 +1,1 @@
+"""Act: plan cancels into rate-limited batches (pure) and send them."""

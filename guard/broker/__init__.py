@@ -1,0 +1,1 @@
+"""The broker adapter: the only place that talks to ``ssi_sdk``."""

@@ -1,0 +1,1 @@
+"""Confirm: watch the order book until each cancel is final, then measure the cash released."""

@@ -1,0 +1,1 @@
+"""Evaluate: the pure rule engine. Orders + rules + now + calendar -> decisions."""

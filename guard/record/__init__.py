@@ -1,0 +1,1 @@
+"""Record: the append-only journal and the structured log events."""

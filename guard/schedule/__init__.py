@@ -1,0 +1,1 @@
+"""Schedule: when sweeps fire (pure triggers) and the APScheduler that fires them."""

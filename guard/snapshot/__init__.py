@@ -1,0 +1,1 @@
+"""Snapshot: read the order book and cash of each guarded account."""
