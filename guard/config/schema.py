@@ -1,0 +1,335 @@
+"""The rules.yaml schema (version 1) as pydantic models: parsed once at the edge, frozen inside.
+
+Every model forbids unknown keys: a typo such as ``max_agee`` must be an error, never a rule
+that silently stops guarding. Scalars are strict where YAML's guessing could change a meaning:
+an account written ``0001234`` without quotes is a number to YAML, and a string such as
+``"false"`` is not a bool. ``docs/rules-reference.md`` documents every key and default.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timedelta
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from guard.config.durations import DurationError, format_duration, parse_duration
+from guard.market.calendar import Board
+
+__all__ = [
+    "CANCELLABLE_CHOICES",
+    "DEFAULT_CANCELLABLE",
+    "ORDER_TYPES",
+    "TERMINAL_STATUSES",
+    "Alerts",
+    "Limits",
+    "OrderTypeCode",
+    "Protect",
+    "Rule",
+    "RuleMatch",
+    "RulesFile",
+    "Side",
+]
+
+# Status codes of ssi_sdk.enums.OrderStatus, grouped by what a cancel can do to them.
+TERMINAL_STATUSES: Final = frozenset({"FF", "CL", "RJ", "EX", "FFPC"})
+PENDING_STATUSES: Final = frozenset({"WC", "WM"})
+CANCELLABLE_CHOICES: Final = ("PD", "WA", "RS", "SD", "QU", "PF", "IAV")
+DEFAULT_CANCELLABLE: Final = ("WA", "RS", "SD", "QU", "PF")
+ORDER_TYPES: Final = ("ATO", "ATC", "LO", "MTL", "MP", "MOK", "MAK", "PLO")
+
+OrderTypeCode = Literal["ATO", "ATC", "LO", "MTL", "MP", "MOK", "MAK", "PLO"]
+Side = Literal["B", "S"]
+
+_CONFIG = ConfigDict(extra="forbid", frozen=True)
+_SYMBOL = re.compile(r"[A-Z0-9]+")
+_SYMBOL_GLOB = re.compile(r"[A-Z0-9*?\[\]!-]+")
+_ACCOUNT = re.compile(r"[0-9A-Z]+")
+_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?")
+
+
+def _err(kind: str, message: str, **ctx: Any) -> PydanticCustomError:
+    return PydanticCustomError(kind, message, ctx or None)
+
+
+def _duration(value: object) -> timedelta:
+    """YAML text -> timedelta; a Python timedelta passes if positive (tests build models too)."""
+    if isinstance(value, timedelta):
+        if value <= timedelta(0):
+            raise _err("duration", "a duration must be positive")
+        return value
+    if isinstance(value, bool | int | float):
+        raise _err("duration", f"{value!r} has no unit (use 30s, 15m, 1h30m)")
+    if not isinstance(value, str):
+        raise _err("duration", "expected a duration such as 30s, 15m or 1h30m")
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        raise _err("duration", str(exc)) from None
+
+
+def _at_least_one_second(value: timedelta) -> timedelta:
+    if value < timedelta(seconds=1):
+        raise _err("duration", "must be at least 1s")
+    return value
+
+
+def _clock_time(value: object) -> time:
+    """``11:25`` or ``11:25:30`` in exchange time (the loader keeps 11:25 from becoming 685)."""
+    if isinstance(value, time):
+        if value.tzinfo is not None or value.microsecond:
+            raise _err("time", "a time of day is HH:MM or HH:MM:SS, in exchange time")
+        return value
+    if isinstance(value, str) and (m := _TIME.fullmatch(value.strip())):
+        return time(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+    raise _err("time", f"{value!r} is not a time of day (use HH:MM or HH:MM:SS, e.g. \"11:25\")")
+
+
+def _holiday(value: object) -> date:
+    if isinstance(value, datetime):
+        raise _err("date", "a holiday is a date (YYYY-MM-DD), not a date and time")
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise _err("date", f"{value!r} is not a date (use YYYY-MM-DD, e.g. 2026-11-24)")
+
+
+def _symbol(value: str) -> str:
+    if not _SYMBOL.fullmatch(value):
+        raise _err("symbol", f"{value!r} is not a symbol (upper-case letters and digits)")
+    return value
+
+
+def _symbol_glob(value: str) -> str:
+    if not _SYMBOL_GLOB.fullmatch(value):
+        raise _err(
+            "symbol",
+            f"{value!r} is not a symbol or glob (upper-case letters, digits, * ? [ ])",
+        )
+    return value
+
+
+def _account(value: str) -> str:
+    if not _ACCOUNT.fullmatch(value):
+        raise _err("account", f"{value!r} is not an account number (digits, e.g. \"0001234\")")
+    return value
+
+
+def _status(value: str) -> str:
+    if value in TERMINAL_STATUSES:
+        raise _err("status", f"{value!r} is a final status: there is nothing left to cancel")
+    if value in PENDING_STATUSES:
+        raise _err("status", f"{value!r} is a pending cancel/modify: the broker is already on it")
+    if value not in CANCELLABLE_CHOICES:
+        choices = ", ".join(CANCELLABLE_CHOICES)
+        raise _err("status", f"unknown status {value!r} (choose from {choices})")
+    return value
+
+
+def _not_plo(value: str) -> str:
+    if value == "PLO":
+        raise _err("order_type", "PLO orders can never be cancelled")
+    return value
+
+
+def _webhook(value: str) -> str:
+    """An http(s) URL; the value itself may hold a token, so it is never echoed back."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        host = None
+        parts = None
+    if parts is None or parts.scheme not in {"http", "https"} or not host or " " in value:
+        raise _err("url", "must be an http:// or https:// URL")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+PollInterval = Annotated[
+    timedelta, BeforeValidator(_duration), AfterValidator(_at_least_one_second)
+]
+ClockTime = Annotated[time, BeforeValidator(_clock_time)]
+HolidayDate = Annotated[date, BeforeValidator(_holiday)]
+Symbol = Annotated[StrictStr, AfterValidator(_symbol)]
+SymbolGlob = Annotated[StrictStr, AfterValidator(_symbol_glob)]
+Account = Annotated[StrictStr, AfterValidator(_account)]
+Status = Annotated[StrictStr, AfterValidator(_status)]
+OrderTypeFilter = Annotated[OrderTypeCode, AfterValidator(_not_plo)]
+NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
+
+
+def _problems(title: str, problems: list[tuple[tuple[str | int, ...], str, object]]) -> None:
+    """Raise every cross-field problem at once, each at its own field path (for line numbers)."""
+    if problems:
+        details = [
+            InitErrorDetails(type=_err("cross_field", msg), loc=loc, input=value)
+            for loc, msg, value in problems
+        ]
+        raise ValidationError.from_exception_data(title, details)
+
+
+class Limits(BaseModel):
+    """Circuit breakers: a sweep that wants more than ``max_cancels_per_sweep`` sends none."""
+
+    model_config = _CONFIG
+
+    max_cancels_per_sweep: StrictInt = Field(default=200, ge=1, le=100_000)
+    confirm_timeout: Duration = timedelta(seconds=30)
+
+
+class Protect(BaseModel):
+    """Orders the guard never touches, whatever a rule says."""
+
+    model_config = _CONFIG
+
+    client_request_id_prefixes: tuple[NonEmptyStr, ...] = ("keep-",)
+
+
+class Alerts(BaseModel):
+    """Where the daemon reports trips and failures (used by the alerting step)."""
+
+    model_config = _CONFIG
+
+    webhook: Annotated[StrictStr, AfterValidator(_webhook)]
+    format: Literal["generic", "slack", "telegram"] = "generic"
+
+
+class RuleMatch(BaseModel):
+    """Filters, all optional and ANDed. An absent filter matches anything; an empty list is an
+    error because it would match nothing and so silently disable the rule."""
+
+    model_config = _CONFIG
+
+    accounts: tuple[Account, ...] | None = Field(default=None, min_length=1)
+    boards: tuple[Board, ...] | None = Field(default=None, min_length=1)
+    symbols: tuple[SymbolGlob, ...] | None = Field(default=None, min_length=1)
+    sides: tuple[Side, ...] | None = Field(default=None, min_length=1)
+    order_types: tuple[OrderTypeFilter, ...] | None = Field(default=None, min_length=1)
+    statuses: tuple[Status, ...] | None = Field(default=None, min_length=1)
+    partially_filled: Literal["cancel_rest", "skip"] = "cancel_rest"
+    min_remaining_qty: StrictInt = Field(default=0, ge=0)
+
+
+_TRIGGERS = ("max_age", "before_close", "at")
+
+
+class Rule(BaseModel):
+    """One named rule: exactly one trigger (``max_age``, ``before_close`` or ``at``) + filters."""
+
+    model_config = _CONFIG
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=80, pattern=r"^\S(.*\S)?$")]
+    max_age: Duration | None = None
+    before_close: Duration | None = None
+    at: tuple[ClockTime, ...] | None = Field(default=None, min_length=1)
+    at_window: Duration = timedelta(seconds=60)
+    match: RuleMatch = RuleMatch()
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> Rule:
+        given = [t for t in _TRIGGERS if getattr(self, t) is not None]
+        if len(given) != 1:
+            found = " and ".join(given) if given else "none"
+            raise ValueError(
+                f"a rule needs exactly one trigger (max_age, before_close or at); found {found}"
+            )
+        if "at_window" in self.model_fields_set and self.at is None:
+            raise ValueError("at_window only applies to an `at` trigger")
+        if self.at is not None and len(set(self.at)) != len(self.at):
+            raise ValueError("`at` lists the same time twice")
+        return self
+
+    @property
+    def trigger(self) -> str:
+        """The trigger's key, for logs: ``max_age``, ``before_close`` or ``at``."""
+        return next(t for t in _TRIGGERS if getattr(self, t) is not None)
+
+    def describe_trigger(self) -> str:
+        """``max_age 15m``, ``before_close 5m`` or ``at 11:25, 14:00``: for logs and dry runs."""
+        if self.max_age is not None:
+            return f"max_age {format_duration(self.max_age)}"
+        if self.before_close is not None:
+            return f"before_close {format_duration(self.before_close)}"
+        times = self.at or ()
+        return "at " + ", ".join(t.isoformat("seconds" if t.second else "minutes") for t in times)
+
+
+class RulesFile(BaseModel):
+    """The whole of rules.yaml, schema version 1. ``dry_run`` defaults to True: safe by default."""
+
+    model_config = _CONFIG
+
+    version: StrictInt
+    timezone: Literal["Asia/Ho_Chi_Minh"] = "Asia/Ho_Chi_Minh"
+    accounts: tuple[Account, ...] = Field(min_length=1)
+    poll_every: PollInterval = timedelta(seconds=30)
+    dry_run: StrictBool = True
+    cancellable: tuple[Status, ...] = Field(default=DEFAULT_CANCELLABLE, min_length=1)
+    limits: Limits = Limits()
+    protect: Protect = Protect()
+    holidays: tuple[HolidayDate, ...] = ()
+    boards: dict[Symbol, Board] = Field(default_factory=dict)
+    alerts: Alerts | None = None
+    rules: tuple[Rule, ...] = Field(min_length=1)
+
+    @field_validator("version")
+    @classmethod
+    def _version_1(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(f"unsupported schema version {value}: this ssi-guard reads version 1")
+        return value
+
+    @field_validator("accounts", "cancellable")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        duplicates = sorted({v for v in value if value.count(v) > 1})
+        if duplicates:
+            raise ValueError(f"listed twice: {', '.join(duplicates)}")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> RulesFile:
+        """Checks that span keys; each problem is reported at the exact item that is wrong."""
+        problems: list[tuple[tuple[str | int, ...], str, object]] = []
+        seen: dict[str, int] = {}
+        for i, rule in enumerate(self.rules):
+            if rule.name in seen:
+                problems.append(
+                    (("rules", i, "name"), f"rule name {rule.name!r} is already used by "
+                     f"rules[{seen[rule.name]}]", rule.name)
+                )
+            seen.setdefault(rule.name, i)
+            for j, account in enumerate(rule.match.accounts or ()):
+                if account not in self.accounts:
+                    problems.append(
+                        (("rules", i, "match", "accounts", j),
+                         f"account {account!r} is not in the top-level accounts", account)
+                    )
+            for j, status in enumerate(rule.match.statuses or ()):
+                if status not in self.cancellable:
+                    problems.append(
+                        (("rules", i, "match", "statuses", j),
+                         f"status {status!r} is not in cancellable", status)
+                    )
+        _problems("RulesFile", problems)
+        return self
