@@ -1,0 +1,74 @@
+"""Logging set-up: structlog for our events, stdlib logging of ``ssi_sdk`` and ``apscheduler``
+routed through the same processors, JSON lines when not on a TTY, a console view on a TTY.
+
+Secrets are masked by ``Redactor`` after exceptions are rendered, so tracebacks are masked too.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Literal, TextIO
+
+import structlog
+from structlog.typing import Processor
+
+from guard.record.redact import Redactor
+
+__all__ = ["configure_logging", "get_logger"]
+
+Format = Literal["json", "console", "auto"]
+
+
+def _shared() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso"),
+    ]
+
+
+def configure_logging(
+    level: str = "INFO", fmt: Format = "auto", stream: TextIO | None = None
+) -> None:
+    """Configure structlog and stdlib logging once for the process."""
+    out = stream or sys.stdout
+    use_console = fmt == "console" or (fmt == "auto" and out.isatty())
+    renderer: Processor
+    final: list[Processor]
+    if use_console:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        final = [structlog.processors.format_exc_info, Redactor(), renderer]
+    else:
+        renderer = structlog.processors.JSONRenderer()
+        final = [structlog.processors.dict_tracebacks, Redactor(), renderer]
+
+    structlog.configure(
+        processors=[
+            *_shared(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared(),
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Library chatter below WARNING is noise for an operator; our own events keep ``level``.
+    for name in ("ssi_sdk", "apscheduler", "aiohttp.access", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+def get_logger(name: str = "guard", **context: Any) -> Any:
+    """A bound structlog logger; bind context (account, order_id, rule), never format it in."""
+    return structlog.get_logger(name).bind(**context)

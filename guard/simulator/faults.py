@@ -1,0 +1,80 @@
+"""Fault injection for the simulator, set from tests: what goes wrong, where, how often.
+
+A ``Fault`` matches requests by method and path prefix and applies to the next ``times`` of
+them (or to all, while armed), to a share ``rate`` of them. The server asks ``FaultPlan.pick``
+once per request and acts on what it gets back.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Fault", "FaultKind", "FaultPlan"]
+
+FaultKind = Literal["latency", "error", "hang", "malformed", "drop"]
+
+
+@dataclass
+class Fault:
+    """One injected fault.
+
+    - ``latency``: sleep ``seconds`` before answering normally.
+    - ``error``: answer HTTP ``status`` (5xx, or 429 with ``retry_after`` seconds).
+    - ``hang``: sleep ``seconds`` (past the client's timeout). For a cancel, ``apply_first``
+      says whether the cancel took effect before the hang or never did.
+    - ``malformed``: answer 200 with a body that is not JSON.
+    - ``drop``: close the connection without an answer.
+    """
+
+    kind: FaultKind
+    method: str | None = None
+    path: str | None = None
+    times: int | None = 1
+    rate: float = 1.0
+    status: int = 503
+    seconds: float = 0.0
+    apply_first: bool = False
+    retry_after: float = 1.0
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method and self.method.upper() != method.upper():
+            return False
+        return not self.path or path.startswith(self.path)
+
+
+class FaultPlan:
+    """The armed faults; thread-safe, seeded for reproducible runs."""
+
+    def __init__(self, seed: int = 7) -> None:
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)  # noqa: S311 - fault sampling, not security
+
+    def add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def pick(self, method: str, path: str) -> list[Fault]:
+        """The faults that fire on this request (latency first), consuming their counts."""
+        fired: list[Fault] = []
+        with self._lock:
+            for fault in list(self._faults):
+                if not fault.matches(method, path):
+                    continue
+                if fault.rate < 1.0 and self._rng.random() >= fault.rate:
+                    continue
+                fired.append(fault)
+                if fault.times is not None:
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+        fired.sort(key=lambda f: f.kind != "latency")
+        return fired

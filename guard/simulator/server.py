@@ -1,0 +1,445 @@
+"""The simulator's HTTP face: aiohttp routes that speak SSI FastConnect v3's wire format.
+
+Every route goes through one middleware that does what the real gateway does before a handler
+runs: fault injection, the per-apiKey rate limit (with ``X-RateLimit-*`` and ``Retry-After``),
+bearer-token checks, signature checks on signed bodies, and a record of the request for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from aiohttp import web
+
+from guard.clock import EXCHANGE_TZ
+from guard.simulator.exchange import Exchange, ExchangeError, SimOrder
+from guard.simulator.faults import Fault, FaultPlan
+from guard.simulator.keys import SimKeyPair
+from guard.simulator.ratelimit import TokenBuckets
+from guard.simulator.sessions import (
+    CODE_BAD_CREDENTIALS,
+    CODE_BAD_OTP,
+    CODE_BAD_SIGNATURE,
+    CODE_SMART_OTP_PENDING,
+    CODE_SMART_OTP_UNKNOWN,
+    AuthFailure,
+    Session,
+    SessionStore,
+)
+
+__all__ = ["ClientCredentials", "RecordedRequest", "SimServer"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CODE_BAD_REQUEST = "400100"
+CODE_REPLAY_WINDOW = "400111"
+CODE_DUPLICATE = "409100"
+CODE_RATE_LIMIT = "429100"
+CODE_SERVER_ERROR = "500100"
+REPLAY_WINDOW_MS = 30_000
+MAX_BATCH = 20
+
+_SIGNED = {("POST", "/api/v3/trading/order"), ("DELETE", "/api/v3/trading/order"),
+           ("DELETE", "/api/v3/trading/order/batch"), ("POST", "/api/v3/trading/order/batch")}
+_PUBLIC = {"/api/v3/auth/token", "/api/v3/auth/refresh", "/api/v3/auth/requestOtp"}
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    """What a client needs to talk to this simulator (written by ``--env-file``)."""
+
+    client_id: str
+    api_key: str
+    api_secret: str
+    private_key: str
+    otp: str
+    accounts: tuple[str, ...]
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the simulator received it, and what it answered."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+    status: int = 0
+    at: float = field(default_factory=time.monotonic)
+    fault: str | None = None
+
+
+def _now_wire(exchange: Exchange) -> str:
+    return exchange.clock().astimezone(EXCHANGE_TZ).strftime("%Y/%m/%d %H:%M:%S")
+
+
+def _error(status: int, code: str, msg: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"code": int(code), "msg": msg}, status=status, headers=headers)
+
+
+def _parse_day(value: str | None) -> date | None:
+    if not value:
+        return None
+    for fmt in ("%Y/%m/%d", "%d/%m/%Y", "%Y-%m-%d"):
+        with contextlib.suppress(ValueError):
+            return datetime.strptime(value, fmt).date()
+    raise web.HTTPBadRequest(
+        text=json.dumps({"code": int(CODE_BAD_REQUEST), "msg": f"bad date {value!r}"}),
+        content_type="application/json",
+    )
+
+
+class SimServer:
+    """The aiohttp application and its state. ``Simulator`` (``control.py``) runs it."""
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        keys: SimKeyPair,
+        creds: ClientCredentials,
+        sessions: SessionStore,
+        faults: FaultPlan,
+        buckets: TokenBuckets,
+    ) -> None:
+        self.exchange = exchange
+        self.keys = keys
+        self.creds = creds
+        self.sessions = sessions
+        self.faults = faults
+        self.buckets = buckets
+        self.requests: list[RecordedRequest] = []
+        self.unknown_status: dict[str, str] = {}
+        self._batch_ids: set[str] = set()
+        self._smart_otp: dict[str, int] = {}  # transaction id -> polls so far
+        self.smart_otp_pending_polls = 1
+        self._lock = threading.Lock()
+        self._hangs: set[asyncio.Task[Any]] = set()
+
+    # ---- application ------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._gateway], client_max_size=1024**2)
+        app.router.add_post("/api/v3/auth/token", self.auth_token)
+        app.router.add_post("/api/v3/auth/refresh", self.auth_refresh)
+        app.router.add_post("/api/v3/auth/requestOtp", self.request_otp)
+        app.router.add_get("/api/v3/trading/orderBook", self.order_book)
+        app.router.add_post("/api/v3/trading/order", self.place_order)
+        app.router.add_delete("/api/v3/trading/order", self.cancel_order)
+        app.router.add_delete("/api/v3/trading/order/batch", self.cancel_batch)
+        app.router.add_get("/api/v3/trading/accountBalance", self.account_balance)
+        app.router.add_get("/api/v3/trading/ppmmrAccount", self.ppmmr)
+        app.router.add_get("/api/v3/account/info", self.account_info)
+        app.router.add_get("/api/v3/data/masterdata", self.master_data)
+        return app
+
+    @web.middleware
+    async def _gateway(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw[:200].decode("utf-8", "replace")
+        record = RecordedRequest(request.method, request.path, dict(request.query), body)
+        with self._lock:
+            self.requests.append(record)
+        request["raw"] = raw
+        request["body"] = body
+        request["record"] = record
+
+        fired = self.faults.pick(request.method, request.path)
+        for fault in fired:
+            record.fault = fault.kind
+            if fault.kind == "latency":
+                await asyncio.sleep(fault.seconds)
+            elif fault.kind == "error":
+                record.status = fault.status
+                headers = {}
+                if fault.status == 429:
+                    headers = {"Retry-After": f"{fault.retry_after:g}",
+                               "X-RateLimit-Limit": str(self.buckets.rate),
+                               "X-RateLimit-Remaining": "0"}
+                code = CODE_RATE_LIMIT if fault.status == 429 else CODE_SERVER_ERROR
+                return _error(fault.status, code, "injected fault", headers)
+            elif fault.kind == "drop":
+                record.status = -1
+                if request.transport is not None:
+                    request.transport.abort()
+                raise ConnectionResetError("injected drop")
+            elif fault.kind == "hang":
+                request["hang"] = fault
+            elif fault.kind == "malformed":
+                request["malformed"] = True
+
+        key = self._rate_key(request, body)
+        admission = self.buckets.admit(key)
+        rl_headers = {"X-RateLimit-Limit": str(admission.limit),
+                      "X-RateLimit-Remaining": str(admission.remaining)}
+        if not admission.allowed:
+            record.status = 429
+            retry = max(1, int(admission.retry_after + 0.999))
+            return _error(429, CODE_RATE_LIMIT, "rate limit exceeded",
+                          {**rl_headers, "Retry-After": str(retry)})
+
+        if request.path not in _PUBLIC:
+            try:
+                request["session"] = self.sessions.check(request.headers.get("Authorization"))
+            except AuthFailure as exc:
+                record.status = 401
+                return _error(401, exc.code, exc.message, rl_headers)
+        if (request.method, request.path) in _SIGNED and not self.keys.verify(
+            raw, request.headers.get("X-Signature", "")
+        ):
+            record.status = 401
+            return _error(401, CODE_BAD_SIGNATURE, "invalid signature", rl_headers)
+
+        hang: Fault | None = request.get("hang")
+        if hang is not None and not hang.apply_first:
+            await asyncio.sleep(hang.seconds)  # the client gives up; nothing was applied
+            record.status = -2
+            raise ConnectionResetError("injected hang")
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            record.status = exc.status
+            raise
+        if hang is not None:
+            await asyncio.sleep(hang.seconds)  # applied, but the answer comes too late
+        if request.get("malformed"):
+            response = web.Response(status=200, text='{"code": 200, "data": [ {"orderId": ',
+                                    content_type="application/json")
+        for name, value in rl_headers.items():
+            response.headers[name] = value
+        record.status = response.status
+        return response
+
+    def _rate_key(self, request: web.Request, body: Any) -> str:
+        if isinstance(body, dict) and isinstance(body.get("apiKey"), str):
+            return body["apiKey"]
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            with contextlib.suppress(AuthFailure):
+                return self.sessions.check(auth).api_key
+        return f"anon:{request.remote}"
+
+    # ---- auth ---------------------------------------------------------------------------
+
+    def _token_body(self, session: Session) -> dict[str, Any]:
+        return {
+            "code": 200,
+            "msg": "Success",
+            "data": {
+                "accessToken": session.access_token,
+                "expiresAt": int(session.access_expires),
+                "refreshToken": session.refresh_token,
+                "refreshExpiresAt": int(session.refresh_expires),
+            },
+        }
+
+    async def auth_token(self, request: web.Request) -> web.Response:
+        body = request["body"]
+        if not isinstance(body, dict):
+            return _error(400, CODE_BAD_REQUEST, "body must be a JSON object")
+        if body.get("apiKey") != self.creds.api_key or body.get("apiSecret") != self.creds.api_secret:
+            return _error(401, CODE_BAD_CREDENTIALS, "invalid apiKey or apiSecret")
+        transaction = body.get("transactionId")
+        if transaction:
+            with self._lock:
+                polls = self._smart_otp.get(str(transaction))
+                if polls is None:
+                    return _error(401, CODE_SMART_OTP_UNKNOWN, "unknown Smart OTP transaction")
+                self._smart_otp[str(transaction)] = polls + 1
+            if polls < self.smart_otp_pending_polls:
+                return _error(202, CODE_SMART_OTP_PENDING, "Push-approval is pending")
+        elif str(body.get("otp") or "") != self.creds.otp:
+            return _error(401, CODE_BAD_OTP, "invalid OTP")
+        return web.json_response(self._token_body(self.sessions.login(self.creds.api_key)))
+
+    async def auth_refresh(self, request: web.Request) -> web.Response:
+        body = request["body"]
+        token = body.get("refreshToken") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            return _error(400, CODE_BAD_REQUEST, "refreshToken is required")
+        try:
+            session = self.sessions.refresh(token)
+        except AuthFailure as exc:
+            return _error(401, exc.code, exc.message)
+        return web.json_response(self._token_body(session))
+
+    async def request_otp(self, request: web.Request) -> web.Response:
+        body = request["body"]
+        if not isinstance(body, dict) or body.get("apiKey") != self.creds.api_key:
+            return _error(401, CODE_BAD_CREDENTIALS, "invalid apiKey or apiSecret")
+        transaction = uuid.uuid4().hex
+        with self._lock:
+            self._smart_otp[transaction] = 0
+        return web.json_response(
+            {"code": 200, "msg": "Success",
+             "data": {"transactionId": transaction, "message": "Push sent to your device"}}
+        )
+
+    # ---- trading ------------------------------------------------------------------------
+
+    def _owned(self, request: web.Request, account: str | None) -> str:
+        if not account or account not in self.exchange.accounts:
+            raise web.HTTPForbidden(
+                text=json.dumps({"code": 403201, "msg": f"account {account!r} not found"}),
+                content_type="application/json",
+            )
+        return account
+
+    async def order_book(self, request: web.Request) -> web.Response:
+        account = self._owned(request, request.query.get("accountNo"))
+        start = _parse_day(request.query.get("from"))
+        end = _parse_day(request.query.get("to")) or start
+        orders = self.exchange.book(account)
+        if start is not None and end is not None:
+            orders = [o for o in orders if start <= o.input_time.astimezone(EXCHANGE_TZ).date() <= end]
+        if not orders:
+            return web.json_response({"code": 204, "msg": "No Content"})
+        wire = [self._order_wire(o) for o in orders[:1000]]
+        return web.json_response({"accountNo": account, "totalRecord": len(orders), "orderList": wire})
+
+    def _order_wire(self, order: SimOrder) -> dict[str, object]:
+        wire = self.exchange.order_wire(order)
+        if order.order_id in self.unknown_status:
+            wire["orderStatus"] = self.unknown_status[order.order_id]
+        return wire
+
+    async def place_order(self, request: web.Request) -> web.Response:
+        body = request["body"]
+        if not isinstance(body, dict):
+            return _error(400, CODE_BAD_REQUEST, "body must be a JSON object")
+        account = self._owned(request, body.get("accountNo"))
+        price_raw = body.get("price")
+        price: int | str
+        try:
+            price = int(float(price_raw)) if price_raw not in (None, "") else str(body.get("orderType"))
+        except (TypeError, ValueError):
+            price = str(price_raw)
+        try:
+            order = self.exchange.place(
+                account,
+                str(body.get("symbol", "")),
+                str(body.get("side", "")),
+                str(body.get("orderType", "LO")),
+                price,
+                int(body.get("quantity", 0)),
+                str(body.get("clientRequestId") or ""),
+            )
+        except ExchangeError as exc:
+            return _error(exc.http_status, exc.code, exc.message)
+        except (TypeError, ValueError):
+            return _error(400, CODE_BAD_REQUEST, "malformed order")
+        return web.json_response(
+            {"orderId": order.order_id, "clientRequestId": order.client_request_id,
+             "orderStatus": order.status}
+        )
+
+    def _find(self, account: str, item: dict[str, Any]) -> str:
+        order_id = item.get("orderId")
+        if order_id:
+            return str(order_id)
+        crid = item.get("clientRequestId")
+        for order in self.exchange.book(account):
+            if order.client_request_id == crid:
+                return order.order_id
+        return str(crid or "")
+
+    async def cancel_order(self, request: web.Request) -> web.Response:
+        body = request["body"]
+        if not isinstance(body, dict):
+            return _error(400, CODE_BAD_REQUEST, "body must be a JSON object")
+        account = self._owned(request, body.get("accountNo"))
+        try:
+            order = self.exchange.request_cancel(account, self._find(account, body))
+        except ExchangeError as exc:
+            return _error(exc.http_status, exc.code, exc.message)
+        return web.json_response(
+            {"clientCancelId": body.get("clientCancelId", ""),
+             "orderId": order.order_id, "clientRequestId": order.client_request_id,
+             "orderStatus": order.status}
+        )
+
+    async def cancel_batch(self, request: web.Request) -> web.Response:
+        body = request["body"]
+        if not isinstance(body, dict) or not isinstance(body.get("orders"), list):
+            return _error(400, CODE_BAD_REQUEST, "body must carry an orders list")
+        items = body["orders"]
+        if not 1 <= len(items) <= MAX_BATCH:
+            return _error(400, CODE_BAD_REQUEST, f"a batch holds 1..{MAX_BATCH} orders")
+        batch_id = str(body.get("batchRequestId") or "")
+        sent_ms = body.get("batchRequestTime")
+        if not isinstance(sent_ms, int) or abs(time.time() * 1000 - sent_ms) > REPLAY_WINDOW_MS:
+            return _error(400, CODE_REPLAY_WINDOW, "batchRequestTime outside the replay window")
+        with self._lock:
+            if not batch_id or batch_id in self._batch_ids:
+                return _error(409, CODE_DUPLICATE, "batchRequestId already used")
+            self._batch_ids.add(batch_id)
+        results = []
+        for item in items:
+            if not isinstance(item, dict):
+                results.append({"success": False, "errorCode": CODE_BAD_REQUEST,
+                                "errorMessage": "item must be an object"})
+                continue
+            result: dict[str, Any] = {"clientCancelId": item.get("clientCancelId", ""),
+                                      "clientRequestId": item.get("clientRequestId", "")}
+            try:
+                account = str(item.get("accountNo", ""))
+                if account not in self.exchange.accounts:
+                    raise ExchangeError("403201", f"account {account!r} not found", 403)
+                order = self.exchange.request_cancel(account, self._find(account, item))
+                result.update(success=True, orderId=order.order_id,
+                              clientRequestId=order.client_request_id, orderStatus=order.status)
+            except ExchangeError as exc:
+                result.update(success=False, orderId=item.get("orderId", ""),
+                              errorCode=exc.code, errorMessage=exc.message)
+            results.append(result)
+        return web.json_response({"batchRequestId": batch_id, "results": results})
+
+    # ---- cash and reference data --------------------------------------------------------
+
+    async def account_balance(self, request: web.Request) -> web.Response:
+        account = self._owned(request, request.query.get("accountNo"))
+        with self.exchange.lock:
+            hold = self.exchange.on_hold(account)
+            cash = self.exchange.accounts[account].cash
+        equity = {
+            "accountNo": account,
+            "accountBalance": cash,
+            "withdrawable": cash - hold,
+            "onHoldCash": hold,
+            "buyUnmatched": hold,
+        }
+        return web.json_response({"equity": equity, "derivative": None})
+
+    async def ppmmr(self, request: web.Request) -> web.Response:
+        account = self._owned(request, request.query.get("accountNo"))
+        power = self.exchange.withdrawable(account)
+        return web.json_response({"equity": {"accountNo": account, "purchasingPower": power,
+                                             "withdrawable": power, "ee": power}})
+
+    async def account_info(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            [{"accountNo": a, "accountType": "Cash"} for a in self.creds.accounts]
+        )
+
+    async def master_data(self, request: web.Request) -> web.Response:
+        day = _parse_day(request.query.get("from")) or self.exchange.clock().date()
+        page = max(1, int(request.query.get("pageIndex", "1") or 1))
+        size = max(1, int(request.query.get("pageSize", "1000") or 1000))
+        symbols = sorted(self.exchange.symbols.values(), key=lambda s: s.symbol)
+        pages = max(1, -(-len(symbols) // size))
+        chunk = symbols[(page - 1) * size : page * size]
+        data = [{"symbol": s.symbol, "board": s.board, "tradingDate": day.strftime("%Y/%m/%d"),
+                 "ceiling": s.ceiling, "floor": s.floor, "refPrice": s.ref_price} for s in chunk]
+        return web.json_response({"code": 200, "msg": "Success", "data": data,
+                                  "pagesCount": pages, "totalRecord": len(symbols)})
