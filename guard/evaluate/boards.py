@@ -1,0 +1,92 @@
+"""Symbol -> board, from the broker's master data for one trading day plus rules.yaml overrides.
+
+The board decides the cancel windows, so an order whose board is unknown is held, never guessed.
+Pure: the caller fetches master data (and caches one ``BoardMap`` per trading day).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import date
+from types import MappingProxyType
+
+from guard.market.calendar import Board
+
+__all__ = ["BoardMap", "normalise_board"]
+
+# The names the broker's master data and stream use, and the ones people write.
+_ALIASES: dict[str, Board] = {
+    "HOSE": Board.HOSE,
+    "HSX": Board.HOSE,
+    "HNX": Board.HNX,
+    "UPCOM": Board.UPCOM,
+    "DER": Board.DER,
+    "DERIVATIVES": Board.DER,
+}
+
+
+def normalise_board(name: str) -> Board | None:
+    """``HSX`` -> HOSE, ``DERIVATIVES`` -> DER, ...; None for a name we do not know."""
+    return _ALIASES.get(name.strip().upper()) if isinstance(name, str) else None
+
+
+def _symbol(symbol: str) -> str:
+    return symbol.strip().upper()
+
+
+class BoardMap(Mapping[str, Board]):
+    """A read-only symbol -> ``Board`` mapping valid for ``trading_date``.
+
+    Overrides win over master data. Master rows with an unknown board name, or a symbol listed
+    on two boards, are left out (so the symbol's orders are held) and kept in ``problems`` for
+    the caller to log.
+    """
+
+    __slots__ = ("_boards", "problems", "trading_date")
+
+    trading_date: date
+    problems: tuple[str, ...]
+
+    def __init__(
+        self,
+        trading_date: date,
+        master: Iterable[tuple[str, str]] = (),
+        overrides: Mapping[str, Board] | None = None,
+    ) -> None:
+        boards: dict[str, Board] = {}
+        conflicted: set[str] = set()
+        problems: list[str] = []
+        for raw_symbol, raw_board in master:
+            symbol = _symbol(raw_symbol)
+            board = normalise_board(raw_board)
+            if not symbol:
+                continue
+            if board is None:
+                problems.append(f"{symbol}: unknown board {raw_board!r} in master data")
+                continue
+            if symbol in boards and boards[symbol] is not board:
+                problems.append(f"{symbol}: listed on {boards[symbol]} and {board}")
+                conflicted.add(symbol)
+            boards.setdefault(symbol, board)
+        for symbol in conflicted:
+            del boards[symbol]
+        for symbol, board in (overrides or {}).items():
+            boards[_symbol(symbol)] = Board(board)
+        self.trading_date = trading_date
+        self.problems = tuple(problems)
+        self._boards: Mapping[str, Board] = MappingProxyType(boards)
+
+    def __getitem__(self, symbol: str) -> Board:
+        return self._boards[_symbol(symbol)]
+
+    def __contains__(self, symbol: object) -> bool:
+        return isinstance(symbol, str) and _symbol(symbol) in self._boards
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._boards)
+
+    def __len__(self) -> int:
+        return len(self._boards)
+
+    def __repr__(self) -> str:
+        return f"BoardMap({self.trading_date.isoformat()}, {len(self)} symbols)"
