@@ -198,13 +198,14 @@ def _prescan(text: str, doc: _Document) -> bool:
                     doc.problem(line, (), "only one YAML document is allowed (remove '---')")
                     return False
             if isinstance(event, AliasEvent):
-                doc.problem(line, (), f"YAML aliases (*{_short(event.anchor)}) are not allowed")
+                anchor = _short(event.anchor, quote=False)
+                doc.problem(line, (), f"YAML aliases (*{anchor}) are not allowed")
                 return False
             if isinstance(event, NodeEvent) and not isinstance(event, AliasEvent):
                 tag = getattr(event, "tag", None)
                 if tag not in _ALLOWED_TAGS:
-                    shown = str(tag).replace(_Y, "!!")
-                    doc.problem(line, (), f"YAML tag {_short(shown, 60)} is not allowed in rules")
+                    shown = _short(str(tag).replace(_Y, "!!"), 60, quote=False)
+                    doc.problem(line, (), f"YAML tag {shown} is not allowed in rules")
             if isinstance(event, MappingStartEvent | SequenceStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:
@@ -304,9 +305,9 @@ def _tag_word(tag: str) -> str:
     return words.get(name, name) if tag.startswith(_Y) else "value"
 
 
-def _short(value: object, limit: int = 40) -> str:
-    """A value for a message: quoted, on one line, and never a wall of text."""
-    text = repr(value) if isinstance(value, str) else str(value)
+def _short(value: object, limit: int = 40, *, quote: bool = True) -> str:
+    """A value for a message: on one line, quoted if asked, and never a wall of text."""
+    text = repr(value) if quote and isinstance(value, str) else repr(str(value))[1:-1]
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

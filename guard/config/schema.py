@@ -147,7 +147,7 @@ def _status(value: str) -> str:
 
 def _not_plo(value: str) -> str:
     if value == "PLO":
-        raise _err("order_type", "PLO orders can never be cancelled")
+        raise _err("plo_order", "PLO orders can never be cancelled")
     return value
 
 
