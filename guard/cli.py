@@ -69,7 +69,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     rules = load_rules(args.path)
     mode = "dry run (no cancel is ever sent)" if rules.dry_run else "LIVE: cancels will be sent"
-    print(f"{args.path}: valid, {len(rules.rules)} rule(s), {len(rules.accounts)} account(s), {mode}")
+    print(f"{args.path}: valid, {len(rules.rules)} rule(s), "
+          f"{len(rules.accounts)} account(s), {mode}")
     return 0
 
 

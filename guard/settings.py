@@ -50,7 +50,8 @@ def _lookup(name: str, env: Mapping[str, str]) -> str | None:
         except FileNotFoundError:
             continue
         except (OSError, UnicodeDecodeError) as exc:
-            raise CredentialsError(f"cannot read {name} from {path}: {type(exc).__name__}") from None
+            why = type(exc).__name__
+            raise CredentialsError(f"cannot read {name} from {path}: {why}") from None
     return None
 
 

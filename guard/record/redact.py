@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
-__all__ = ["MASK", "SecretRegistry", "Redactor", "secrets_registry"]
+__all__ = ["MASK", "Redactor", "SecretRegistry", "secrets_registry"]
 
 MASK = "***"
 

@@ -1,0 +1,148 @@
+"""Confirming cancels: poll the order book, with a backoff, until every target is final or
+``confirm_timeout`` passes. The book is the only proof; a cancel reply is only a promise.
+
+Outcomes:
+- ``cancelled`` (CL), ``partially_cancelled`` (FFPC, with the quantity cancelled);
+- ``filled_first`` (FF: it filled before the cancel took effect);
+- ``already_done``: the broker refused the cancel because the order was already final;
+- ``failed``: refused (or never sent) and the order is still open, e.g. ATC began;
+- ``unconfirmed``: no final status before the deadline. An error, and an alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any, Literal
+
+from guard.act.send import SendResult
+from guard.broker.adapter import Broker, BrokerCallError
+from guard.errors import BrokerReplyError
+from guard.snapshot.model import BookOrder
+
+__all__ = ["Outcome", "OutcomeKind", "classify", "confirm"]
+
+OutcomeKind = Literal[
+    "cancelled", "partially_cancelled", "filled_first", "already_done", "failed", "unconfirmed"
+]
+FINAL_OK = frozenset({"cancelled", "partially_cancelled", "filled_first", "already_done"})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The final word on one cancel the guard decided."""
+
+    sent: SendResult
+    kind: OutcomeKind
+    cancelled_qty: int
+    final_status: str
+    detail: str
+    latency_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.kind in FINAL_OK
+
+
+def classify(sent: SendResult, now: BookOrder | None) -> tuple[OutcomeKind, int, str] | None:
+    """Pure: the outcome that ``now`` (the order in a fresh book) proves, or None to wait."""
+    if now is None:
+        return None
+    cancelled = max(0, now.cancelled - sent.target.order.cancelled)
+    status = now.status
+    if sent.status == "accepted":
+        if status == "CL":
+            return "cancelled", cancelled, f"cancelled {cancelled}"
+        if status == "FFPC":
+            return "partially_cancelled", cancelled, f"filled {now.filled}, cancelled {cancelled}"
+        if status == "FF":
+            return "filled_first", 0, "filled before the cancel took effect"
+        if status in ("RJ", "EX"):
+            return "already_done", 0, f"order ended as {status}"
+        return None
+    if status == "FF":
+        return "already_done", 0, "refused: the order had filled"
+    if status in ("CL", "FFPC", "RJ", "EX"):
+        return "already_done", cancelled, f"refused: the order was already {status}"
+    if status == "WC":
+        return None  # a cancel from elsewhere is in flight: wait for its result
+    why = sent.detail or sent.code or "not sent"
+    return "failed", 0, f"{sent.status}: {why}; order still {status}"
+
+
+async def confirm(
+    results: Sequence[SendResult],
+    *,
+    broker: Broker,
+    timeout: timedelta,
+    log: Any,
+    sent_at: float | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    first_delay: float = 0.1,
+    max_delay: float = 2.0,
+) -> list[Outcome]:
+    """Watch the book until every result has an outcome or the deadline passes."""
+    start = sent_at if sent_at is not None else monotonic()
+    deadline = monotonic() + timeout.total_seconds()
+    watch = {r.target.key: r for r in results}
+    outcomes: list[Outcome] = []
+    delay = first_delay
+    while watch:
+        books = await _read_books(broker, {r.target.order.account: r.target.order.input_time.date()
+                                           for r in watch.values()}, log)
+        for key, sent in list(watch.items()):
+            book = books.get(key[0])
+            verdict = classify(sent, book.get(key[1]) if book is not None else None)
+            if verdict is None:
+                continue
+            kind, qty, detail = verdict
+            now = book.get(key[1]) if book is not None else None
+            outcome = Outcome(sent, kind, qty, now.status if now else "", detail,
+                              monotonic() - start)
+            outcomes.append(outcome)
+            del watch[key]
+            _log_outcome(log, outcome)
+        if not watch:
+            break
+        left = deadline - monotonic()
+        if left <= 0:
+            for sent in watch.values():
+                outcome = Outcome(sent, "unconfirmed", 0, "", f"no final status within "
+                                  f"{timeout.total_seconds():g}s", monotonic() - start)
+                outcomes.append(outcome)
+                _log_outcome(log, outcome)
+            break
+        await sleep(min(delay, left))
+        delay = min(delay * 2, max_delay)
+    return outcomes
+
+
+async def _read_books(broker: Broker, accounts: dict[str, date],
+                      log: Any) -> dict[str, dict[str, BookOrder]]:
+    async def read(account: str, day: date) -> tuple[str, dict[str, BookOrder] | None]:
+        try:
+            return account, {o.order_id: o for o in await broker.orders(account, day)}
+        except (BrokerCallError, BrokerReplyError) as exc:
+            log.warning("book.read_failed", account=account, error=str(exc))
+            return account, None
+
+    pairs = await asyncio.gather(*(read(a, d) for a, d in accounts.items()))
+    return {account: book for account, book in pairs if book is not None}
+
+
+def _log_outcome(log: Any, outcome: Outcome) -> None:
+    order = outcome.sent.target.order
+    fields = {
+        "account": order.account, "order_id": order.order_id, "symbol": order.symbol,
+        "rule": ",".join(outcome.sent.target.rules), "outcome": outcome.kind,
+        "cancelled_qty": outcome.cancelled_qty, "final_status": outcome.final_status,
+        "latency_s": round(outcome.latency_s, 3), "detail": outcome.detail,
+    }
+    if outcome.ok:
+        log.info("cancel.confirmed", **fields)
+    else:
+        log.error("cancel.failed", **fields)

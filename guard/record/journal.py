@@ -1,0 +1,197 @@
+"""The append-only journal: SQLite in the state directory, mode 0600.
+
+One row per sweep, per decision, per request and response, per cancel intent and per outcome.
+Rows are only ever inserted (no UPDATE, no DELETE), so the file is an audit trail. The intent
+of a cancel is committed before the cancel is sent and its outcome after it is known; an intent
+with no outcome after a crash is reconciled against the order book on the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Journal", "OpenIntent"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sweeps (
+    id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, trigger TEXT NOT NULL,
+    market_time TEXT NOT NULL, dry_run INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sweep_results (
+    sweep_id INTEGER NOT NULL REFERENCES sweeps(id), finished_at TEXT NOT NULL,
+    result TEXT NOT NULL, summary TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY, sweep_id INTEGER NOT NULL REFERENCES sweeps(id),
+    account TEXT NOT NULL, order_id TEXT NOT NULL, symbol TEXT NOT NULL, status TEXT NOT NULL,
+    remaining INTEGER NOT NULL, rules TEXT NOT NULL, reason TEXT NOT NULL, held TEXT,
+    action TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS intents (
+    id INTEGER PRIMARY KEY, sweep_id INTEGER NOT NULL REFERENCES sweeps(id),
+    created_at TEXT NOT NULL, account TEXT NOT NULL, order_id TEXT NOT NULL,
+    request_key TEXT NOT NULL, rules TEXT NOT NULL, price TEXT, side TEXT NOT NULL,
+    order_type TEXT NOT NULL, remaining INTEGER NOT NULL, cancelled_before INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY, sweep_id INTEGER, at TEXT NOT NULL, request_key TEXT NOT NULL,
+    kind TEXT NOT NULL, items TEXT NOT NULL, response TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outcomes (
+    id INTEGER PRIMARY KEY, intent_id INTEGER NOT NULL REFERENCES intents(id),
+    at TEXT NOT NULL, account TEXT NOT NULL, order_id TEXT NOT NULL, outcome TEXT NOT NULL,
+    cancelled_qty INTEGER NOT NULL, final_status TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS outcomes_intent ON outcomes(intent_id);
+CREATE INDEX IF NOT EXISTS intents_order ON intents(account, order_id);
+"""
+
+
+@dataclass(frozen=True)
+class OpenIntent:
+    """An intent whose outcome was never written (a crash, a kill, a lost session)."""
+
+    intent_id: int
+    sweep_id: int
+    account: str
+    order_id: str
+    created_at: str
+    cancelled_before: int
+    price: str | None
+    side: str
+    order_type: str
+
+
+def _iso(instant: datetime) -> str:
+    return instant.isoformat(timespec="milliseconds")
+
+
+class Journal:
+    """A thread-safe handle on ``journal.sqlite3``; every write is its own transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fresh = not path.exists()
+        if fresh:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+        os.chmod(path, 0o600)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        for suffix in ("-wal", "-shm"):
+            side = Path(str(path) + suffix)
+            if side.exists():
+                os.chmod(side, 0o600)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    # ---- writes -------------------------------------------------------------------------
+
+    def start_sweep(self, started: datetime, trigger: str, market_time: datetime,
+                    dry_run: bool) -> int:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO sweeps (started_at, trigger, market_time, dry_run) "
+                "VALUES (?,?,?,?)",
+                (_iso(started), trigger, _iso(market_time), int(dry_run)),
+            )
+            return int(cur.lastrowid or 0)
+
+    def finish_sweep(self, sweep_id: int, finished: datetime, result: str,
+                     summary: dict[str, Any]) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO sweep_results (sweep_id, finished_at, result, summary) "
+                "VALUES (?,?,?,?)",
+                (sweep_id, _iso(finished), result,
+                 json.dumps(summary, sort_keys=True, default=str)),
+            )
+
+    def decisions(self, sweep_id: int, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Rows of (account, order_id, symbol, status, remaining, rules, reason, held, action)."""
+        with self._tx() as cur:
+            cur.executemany(
+                "INSERT INTO decisions (sweep_id, account, order_id, symbol, status, remaining, "
+                "rules, reason, held, action) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(sweep_id, *row) for row in rows],
+            )
+
+    def intents(self, sweep_id: int, at: datetime, request_key: str,
+                rows: Sequence[tuple[Any, ...]]) -> list[int]:
+        """Record cancel intents before sending; rows of (account, order_id, rules, price,
+        side, order_type, remaining, cancelled_before). Returns the intent ids."""
+        ids = []
+        with self._tx() as cur:
+            for row in rows:
+                cur.execute(
+                    "INSERT INTO intents (sweep_id, created_at, account, order_id, request_key, "
+                    "rules, price, side, order_type, remaining, cancelled_before) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (sweep_id, _iso(at), row[0], row[1], request_key, *row[2:]),
+                )
+                ids.append(int(cur.lastrowid or 0))
+        return ids
+
+    def request(self, sweep_id: int | None, at: datetime, request_key: str, kind: str,
+                items: Sequence[str], response: dict[str, Any]) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO requests (sweep_id, at, request_key, kind, items, response) "
+                "VALUES (?,?,?,?,?,?)",
+                (sweep_id, _iso(at), request_key, kind, json.dumps(list(items)),
+                 json.dumps(response, sort_keys=True, default=str)),
+            )
+
+    def outcome(self, intent_id: int, at: datetime, account: str, order_id: str, outcome: str,
+                cancelled_qty: int, final_status: str, detail: str) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO outcomes (intent_id, at, account, order_id, outcome, cancelled_qty, "
+                "final_status, detail) VALUES (?,?,?,?,?,?,?,?)",
+                (intent_id, _iso(at), account, order_id, outcome, cancelled_qty, final_status,
+                 detail),
+            )
+
+    # ---- reads --------------------------------------------------------------------------
+
+    def open_intents(self) -> list[OpenIntent]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT i.id, i.sweep_id, i.account, i.order_id, i.created_at, "
+                "i.cancelled_before, i.price, i.side, i.order_type FROM intents i "
+                "WHERE NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.intent_id = i.id) "
+                "ORDER BY i.id"
+            ).fetchall()
+        return [OpenIntent(*row) for row in rows]
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read-only access for ``history`` and tests."""
+        if not sql.lstrip().upper().startswith("SELECT"):
+            raise ValueError("the journal is append-only; query() only reads")
+        with self._lock:
+            return list(self._db.execute(sql, params).fetchall())
+
+    def integrity_ok(self) -> bool:
+        with self._lock:
+            return bool(self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")

@@ -1,0 +1,215 @@
+"""One sweep: snapshot -> evaluate -> plan -> send -> confirm -> cash -> record.
+
+This module only composes the steps; each lives in the package named for it. A sweep is safe
+to run at any time: the engine refuses banned windows, the plan refuses anything not decided,
+and the sender never cancels an order twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from guard.act.plan import CancelPlan, plan_cancels
+from guard.act.send import SendResult, send_plan
+from guard.broker.adapter import Broker
+from guard.clock import Clock, system_clock
+from guard.config.schema import RulesFile
+from guard.confirm.cash import CashRelease, cash_release
+from guard.confirm.confirm import Outcome, confirm
+from guard.evaluate.engine import Decision, evaluate
+from guard.market.calendar import MarketCalendar
+from guard.record.journal import Journal
+from guard.snapshot.boards import BoardResolver
+from guard.snapshot.fetch import read_cash, take_snapshot
+
+__all__ = ["SweepContext", "SweepReport", "run_sweep"]
+
+SweepResult = Literal["ok", "nothing_to_do", "dry_run", "blocked", "incomplete"]
+
+
+@dataclass
+class SweepContext:
+    """What every sweep needs. ``rules`` is replaced on reload (SIGHUP); the rest is fixed.
+
+    ``clock`` is the market clock the rules are evaluated at; ``wall`` stamps the journal.
+    """
+
+    broker: Broker
+    rules: RulesFile
+    calendar: MarketCalendar
+    journal: Journal
+    state_dir: Path
+    clock: Clock
+    log: Any
+    force_dry_run: bool = False
+    wall: Clock = system_clock
+    boards: BoardResolver | None = None
+    in_flight: set[tuple[str, str]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.boards is None:
+            self.boards = BoardResolver(self.broker)
+
+    @property
+    def paused(self) -> bool:
+        return (self.state_dir / "paused").exists()
+
+    @property
+    def dry_run(self) -> bool:
+        return self.force_dry_run or self.rules.dry_run
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """Everything one sweep decided and proved; ``complete`` is the exit status of --once."""
+
+    sweep_id: int
+    trigger: str
+    market_time: datetime
+    dry_run: bool
+    decisions: tuple[Decision, ...]
+    plan: CancelPlan
+    sent: tuple[SendResult, ...]
+    outcomes: tuple[Outcome, ...]
+    cash: tuple[CashRelease, ...]
+    unread_accounts: tuple[tuple[str, str], ...]
+    duration_s: float
+    result: SweepResult
+
+    @property
+    def complete(self) -> bool:
+        """Every decided cancel reached a final, good outcome, and every account was read."""
+        return self.result in ("ok", "nothing_to_do", "dry_run") and not self.unread_accounts
+
+    def counts(self) -> dict[str, int]:
+        kinds = Counter(o.kind for o in self.outcomes)
+        return {
+            "open_orders": len(self.decisions),
+            "matched": sum(1 for d in self.decisions if d.matches),
+            "held": sum(1 for d in self.decisions if d.matches and d.held),
+            "targets": len(self.plan.targets),
+            "sent": len(self.sent),
+            **{k: kinds.get(k, 0) for k in ("cancelled", "partially_cancelled", "filled_first",
+                                            "already_done", "failed", "unconfirmed")},
+        }
+
+
+def _decision_rows(decisions: list[Decision], plan: CancelPlan) -> list[tuple[Any, ...]]:
+    targets = {t.key for t in plan.targets}
+    rows = []
+    for d in decisions:
+        key = (d.order.account, d.order.order_id)
+        if key in targets:
+            action = "cancel" if not plan.blocked else f"blocked: {plan.blocked}"
+        else:
+            action = "hold" if d.matches else "none"
+        rows.append((d.order.account, d.order.order_id, d.order.symbol, d.order.status,
+                     d.order.remaining, ",".join(m.rule for m in d.matches),
+                     "; ".join(m.reason for m in d.matches), d.held, action))
+    return rows
+
+
+def _log_decisions(log: Any, decisions: list[Decision]) -> None:
+    for d in decisions:
+        if not d.matches:
+            continue
+        o = d.order
+        bound = log.bind(account=o.account, order_id=o.order_id, symbol=o.symbol,
+                         rule=",".join(m.rule for m in d.matches))
+        if d.held:
+            bound.info("order.held", reason=d.held, status=o.status)
+        else:
+            bound.info("order.matched", reason="; ".join(m.reason for m in d.matches),
+                       remaining=o.remaining, status=o.status, side=o.side,
+                       price=str(o.price) if o.price is not None else o.price_word)
+
+
+async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
+    """Run one full sweep and record it. Raises ``ReauthRequired`` if the session is gone
+    (the intents already written are reconciled on the next start)."""
+    t0 = time.monotonic()
+    now = ctx.clock()
+    rules = ctx.rules
+    dry = ctx.dry_run
+    sweep_id = ctx.journal.start_sweep(ctx.wall(), trigger, now, dry)
+    log = ctx.log.bind(sweep_id=sweep_id, trigger=trigger)
+    log.info("sweep.started", market_time=now.isoformat(timespec="seconds"), dry_run=dry,
+             accounts=list(rules.accounts))
+
+    await ctx.broker.ensure_session()
+    day = now.date()
+    snapshot = await take_snapshot(ctx.broker, rules.accounts, day, ctx.clock, log)
+    assert ctx.boards is not None
+    boards = await ctx.boards.for_day(day, rules.boards, log)
+    orders = [o for book in snapshot.books for o in book.orders]
+    decisions = evaluate(orders, rules, now, ctx.calendar, boards)
+    _log_decisions(log, decisions)
+
+    plan = plan_cancels(decisions, max_cancels=rules.limits.max_cancels_per_sweep,
+                        dry_run=dry, paused=ctx.paused, in_flight=ctx.in_flight)
+    ctx.journal.decisions(sweep_id, _decision_rows(decisions, plan))
+    if plan.tripped:
+        by_rule = Counter(r for t in plan.targets for r in t.rules)
+        log.error("breaker.tripped", matches=len(plan.targets),
+                  limit=rules.limits.max_cancels_per_sweep, rules=dict(by_rule))
+    elif plan.blocked and plan.targets:
+        log.info("cancel.skipped", reason=plan.blocked, would_cancel=len(plan.targets))
+
+    sent: list[SendResult] = []
+    outcomes: list[Outcome] = []
+    releases: list[CashRelease] = []
+    if plan.batches:
+        accounts = sorted({t.order.account for t in plan.targets})
+        before = await read_cash(ctx.broker, accounts, log)
+        ctx.in_flight.update(t.key for t in plan.targets)
+        try:
+            t_send = time.monotonic()
+            sent = await send_plan(plan, broker=ctx.broker, journal=ctx.journal,
+                                   sweep_id=sweep_id, clock=ctx.wall, log=log)
+            outcomes = await confirm(sent, broker=ctx.broker, log=log, sent_at=t_send,
+                                     timeout=rules.limits.confirm_timeout)
+        finally:
+            ctx.in_flight.difference_update(t.key for t in plan.targets)
+        for outcome in outcomes:
+            order = outcome.sent.target.order
+            ctx.journal.outcome(outcome.sent.intent_id, ctx.wall(), order.account,
+                                order.order_id, outcome.kind, outcome.cancelled_qty,
+                                outcome.final_status, outcome.detail)
+        after = await read_cash(ctx.broker, accounts, log)
+        for account in accounts:
+            if account in before and account in after:
+                release = cash_release(account, before[account], after[account], outcomes)
+                releases.append(release)
+                event = log.warning if release.mismatch else log.info
+                event("cash.released", account=account,
+                      withdrawable_delta=str(release.withdrawable_delta),
+                      purchasing_power_delta=str(release.purchasing_power_delta),
+                      expected=str(release.expected), mismatch=release.mismatch)
+
+    result: SweepResult
+    if plan.tripped:
+        result = "blocked"
+    elif plan.blocked == "dry run":
+        result = "dry_run"
+    elif plan.blocked:
+        result = "blocked"
+    elif not plan.targets:
+        result = "nothing_to_do"
+    elif all(o.ok for o in outcomes) and len(outcomes) == len(plan.targets):
+        result = "ok"
+    else:
+        result = "incomplete"
+    report = SweepReport(sweep_id, trigger, now, dry, tuple(decisions), plan, tuple(sent),
+                         tuple(outcomes), tuple(releases), snapshot.failures,
+                         time.monotonic() - t0, result)
+    summary = {**report.counts(), "duration_s": round(report.duration_s, 3),
+               "unread_accounts": [a for a, _ in snapshot.failures]}
+    ctx.journal.finish_sweep(sweep_id, ctx.wall(), result, summary)
+    finished = log.info if report.complete else log.error
+    finished("sweep.finished", result=result, **summary)
+    return report
