@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 import pytest
+from ssi_sdk import AsyncAuth, AsyncTrading, Auth, Trading
 
 from guard.clock import EXCHANGE_TZ, FakeClock
 from guard.simulator.control import Simulator
@@ -27,3 +31,60 @@ def sim(market_clock: FakeClock) -> Iterator[Simulator]:
         clock=market_clock, key_bits=1024, cancel_delay=0.05, accounts=ACCOUNTS
     ) as simulator:
         yield simulator
+
+
+# ---- SDK clients on the simulator (tests/test_sim_*.py) -------------------------------------
+
+
+@pytest.fixture
+def sdk(sim: Simulator) -> Iterator[Callable[..., tuple[Auth, Trading]]]:
+    """``sdk(**config_overrides)``: a logged-in sync ``(Auth, Trading)`` on ``sim``.
+
+    Every client made is closed at teardown. ``login=False`` skips ``authenticate``.
+    """
+    made: list[Auth] = []
+
+    def make(*, login: bool = True, **overrides: Any) -> tuple[Auth, Trading]:
+        auth = Auth(sim.sdk_config(**overrides))
+        made.append(auth)
+        if login:
+            auth.authenticate(otp=sim.credentials.otp)
+        return auth, Trading(auth)
+
+    yield make
+    for auth in made:
+        auth.close()
+
+
+@pytest.fixture
+def async_sdk(
+    sim: Simulator,
+) -> Callable[..., AbstractAsyncContextManager[tuple[AsyncAuth, AsyncTrading]]]:
+    """``async with async_sdk(**config_overrides) as (auth, trading)``: a logged-in async client."""
+
+    @asynccontextmanager
+    async def open_client(
+        *, login: bool = True, **overrides: Any
+    ) -> AsyncIterator[tuple[AsyncAuth, AsyncTrading]]:
+        async with AsyncAuth(sim.sdk_config(**overrides)) as auth:
+            if login:
+                await auth.authenticate(otp=sim.credentials.otp)
+            yield auth, AsyncTrading(auth)
+
+    return open_client
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` (s) passes; no fixed sleeps in tests."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+@pytest.fixture
+def until() -> Callable[..., bool]:
+    """``until(predicate, timeout=3.0)``: see ``wait_until``."""
+    return wait_until

@@ -8,6 +8,7 @@ back every request it received.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from ssi_sdk import Config
 
 from guard.clock import Clock, FakeClock, system_clock
 from guard.market.calendar import Board, MarketCalendar
@@ -90,7 +92,7 @@ class Simulator:
             accounts=accounts,
         )
         self.exchange = Exchange(
-            clock=lambda: self.clock(),
+            clock=self._market_now,
             cancel_ban=_calendar_ban(calendar or build_calendar()),
             symbols=DEFAULT_SYMBOLS,
             cancel_delay=cancel_delay,
@@ -101,13 +103,18 @@ class Simulator:
         self.faults = FaultPlan(seed)
         self.buckets = TokenBuckets(rate_limit)
         self.server = SimServer(
-            self.exchange, self.keys, self.credentials, self.sessions, self.faults, self.buckets
+            self.exchange, keys=self.keys, creds=self.credentials, sessions=self.sessions,
+            faults=self.faults, buckets=self.buckets,
         )
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._port = 0
         self._host = "127.0.0.1"
+
+    def _market_now(self) -> datetime:
+        """Read ``self.clock`` at call time, so a clock swapped in later is still obeyed."""
+        return self.clock()
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -194,8 +201,6 @@ class Simulator:
 
     def write_env_file(self, path: Path) -> None:
         """Write the ``KEY=value`` lines, mode 0600 from the first byte (they hold secrets)."""
-        import os
-
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             os.fchmod(fh.fileno(), 0o600)
@@ -204,8 +209,6 @@ class Simulator:
 
     def sdk_config(self, **overrides: Any) -> Any:
         """An ``ssi_sdk.Config`` pointed at this simulator."""
-        from ssi_sdk import Config
-
         c = self.credentials
         values: dict[str, Any] = {
             "client_id": c.client_id,
@@ -241,7 +244,8 @@ class Simulator:
         """Place an order directly (no HTTP); ``age`` backdates its input time."""
         at = self.clock() - age if age is not None else None
         return self.exchange.place(
-            account, symbol, side, order_type, price, quantity, client_request_id, at
+            account, symbol, side=side, order_type=order_type, price=price, quantity=quantity,
+            client_request_id=client_request_id, input_time=at,
         ).order_id
 
     def fill(self, order_id: str, quantity: int | None = None) -> None:
@@ -255,6 +259,16 @@ class Simulator:
         if not isinstance(self.clock, FakeClock):
             raise TypeError("set_clock needs a Simulator built with clock=FakeClock(...)")
         self.clock.set(instant)
+
+    def set_status(self, order_id: str, status: str, message: str = "") -> None:
+        """Force an order's status (e.g. RJ or EX), as the exchange would on its own."""
+        with self.exchange.lock:
+            order = self.exchange.orders[order_id]
+            order.status = status
+            order.cancel_due = None
+            order.modified_time = self.clock()
+            if message:
+                order.message = message
 
     def set_unknown_status(self, order_id: str, code: str) -> None:
         self.server.unknown_status[order_id] = code

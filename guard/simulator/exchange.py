@@ -5,7 +5,8 @@ the SDK's wire format. Keeping the exchange apart lets it be driven directly fro
 (seed orders, inject fills, move the clock) and keeps every rule of the order lifecycle in one
 place:
 
-- a placed order is QU; a buy LO holds ``price x remaining`` of cash;
+- a placed order is QU; a buy LO holds ``price x remaining`` of cash (a market buy, the
+  ceiling);
 - a cancel answers WC at once and settles after ``cancel_delay`` seconds (real time) to CL,
   or FFPC when part was filled, with ``cancelQty`` set and the held cash released;
 - a cancel of an order in FF, CL, RJ, EX, FFPC or WC is refused, and so is a cancel in a
@@ -25,7 +26,9 @@ from decimal import Decimal
 from guard.clock import EXCHANGE_TZ, Clock
 
 __all__ = [
+    "ERR_BAD_ORDER",
     "ERR_BANNED_WINDOW",
+    "ERR_DUPLICATE",
     "ERR_NOT_CANCELLABLE",
     "ERR_NOT_FOUND",
     "ERR_NOT_OWNER",
@@ -89,6 +92,7 @@ class SimOrder:
     filled_value: int = 0
     modified_time: datetime | None = None
     message: str = ""
+    hold_price: int = 0  # price per share a buy holds: the limit, or the ceiling at market
     cancel_due: float | None = None  # monotonic time when a WC settles
     status_override: str | None = None  # fault injection: an unknown code on the wire
 
@@ -102,10 +106,10 @@ class SimOrder:
 
     @property
     def held_cash(self) -> int:
-        """Cash a buy LO holds: price x remaining. Market-priced buys hold at the ceiling."""
-        if self.side != "B" or self.status in TERMINAL or not isinstance(self.price, int):
+        """Cash a buy holds: price x remaining. Market-priced buys hold at the ceiling."""
+        if self.side != "B" or self.status in TERMINAL:
             return 0
-        return self.price * self.remaining
+        return self.hold_price * self.remaining
 
 
 @dataclass
@@ -157,6 +161,10 @@ class Exchange:
         with self.lock:
             self.symbols[symbol.symbol] = symbol
 
+    def _ceiling(self, symbol: str) -> int:
+        sym = self.symbols.get(symbol)
+        return sym.ceiling if sym else 0
+
     def board_of(self, symbol: str) -> str:
         sym = self.symbols.get(symbol)
         return sym.board if sym else "HOSE"
@@ -167,6 +175,7 @@ class Exchange:
         self,
         account: str,
         symbol: str,
+        *,
         side: str,
         order_type: str,
         price: int | str,
@@ -202,6 +211,7 @@ class Exchange:
                 price=price,
                 quantity=quantity,
                 input_time=input_time or self.clock(),
+                hold_price=price if isinstance(price, int) else self._ceiling(symbol),
             )
             if side == "B" and order.held_cash > self.withdrawable(account):
                 raise ExchangeError(ERR_BAD_ORDER, "insufficient purchasing power")
@@ -219,7 +229,8 @@ class Exchange:
             qty = order.remaining if quantity is None else min(quantity, order.remaining)
             fill_price = price or (order.price if isinstance(order.price, int) else 0)
             if not fill_price:
-                fill_price = self.symbols[order.symbol].ref_price if order.symbol in self.symbols else 1
+                sym = self.symbols.get(order.symbol)
+                fill_price = sym.ref_price if sym else 1
             acct = self.accounts[order.account]
             order.filled += qty
             order.filled_value += qty * fill_price

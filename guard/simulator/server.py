@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from guard.clock import EXCHANGE_TZ
-from guard.simulator.exchange import Exchange, ExchangeError, SimOrder
+from guard.simulator.exchange import ERR_BAD_ORDER, Exchange, ExchangeError, SimOrder
 from guard.simulator.faults import Fault, FaultPlan
 from guard.simulator.keys import SimKeyPair
 from guard.simulator.ratelimit import TokenBuckets
@@ -46,6 +46,7 @@ CODE_DUPLICATE = "409100"
 CODE_RATE_LIMIT = "429100"
 CODE_SERVER_ERROR = "500100"
 REPLAY_WINDOW_MS = 30_000
+MARKET_ORDER_TYPES = frozenset({"ATO", "ATC", "MP", "MTL", "MOK", "MAK"})
 MAX_BATCH = 20
 
 _SIGNED = {("POST", "/api/v3/trading/order"), ("DELETE", "/api/v3/trading/order"),
@@ -86,6 +87,22 @@ def _error(status: int, code: str, msg: str, headers: dict[str, str] | None = No
     return web.json_response({"code": int(code), "msg": msg}, status=status, headers=headers)
 
 
+def _day(instant: datetime) -> date:
+    """The exchange date of an instant (Asia/Ho_Chi_Minh), whatever the host's zone."""
+    return instant.astimezone(EXCHANGE_TZ).date()
+
+
+def _drop(request: web.Request) -> web.Response:
+    """Close the connection with no answer.
+
+    Aborting the transport and returning a throwaway response (rather than raising) keeps
+    aiohttp from logging a traceback for a fault the test asked for.
+    """
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=500)
+
+
 def _parse_day(value: str | None) -> date | None:
     if not value:
         return None
@@ -104,6 +121,7 @@ class SimServer:
     def __init__(
         self,
         exchange: Exchange,
+        *,
         keys: SimKeyPair,
         creds: ClientCredentials,
         sessions: SessionStore,
@@ -122,7 +140,9 @@ class SimServer:
         self._smart_otp: dict[str, int] = {}  # transaction id -> polls so far
         self.smart_otp_pending_polls = 1
         self._lock = threading.Lock()
-        self._hangs: set[asyncio.Task[Any]] = set()
+        # The gateway's largest masterdata page: the SDK always asks for 1000, so a smaller
+        # cap is how a test makes it walk several pages.
+        self.master_page_size = 1000
 
     # ---- application ------------------------------------------------------------------
 
@@ -171,9 +191,7 @@ class SimServer:
                 return _error(fault.status, code, "injected fault", headers)
             elif fault.kind == "drop":
                 record.status = -1
-                if request.transport is not None:
-                    request.transport.abort()
-                raise ConnectionResetError("injected drop")
+                return _drop(request)
             elif fault.kind == "hang":
                 request["hang"] = fault
             elif fault.kind == "malformed":
@@ -205,7 +223,7 @@ class SimServer:
         if hang is not None and not hang.apply_first:
             await asyncio.sleep(hang.seconds)  # the client gives up; nothing was applied
             record.status = -2
-            raise ConnectionResetError("injected hang")
+            return _drop(request)
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -223,7 +241,7 @@ class SimServer:
 
     def _rate_key(self, request: web.Request, body: Any) -> str:
         if isinstance(body, dict) and isinstance(body.get("apiKey"), str):
-            return body["apiKey"]
+            return str(body["apiKey"])
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
             with contextlib.suppress(AuthFailure):
@@ -248,7 +266,7 @@ class SimServer:
         body = request["body"]
         if not isinstance(body, dict):
             return _error(400, CODE_BAD_REQUEST, "body must be a JSON object")
-        if body.get("apiKey") != self.creds.api_key or body.get("apiSecret") != self.creds.api_secret:
+        if not self._credentials_ok(body):
             return _error(401, CODE_BAD_CREDENTIALS, "invalid apiKey or apiSecret")
         transaction = body.get("transactionId")
         if transaction:
@@ -257,11 +275,19 @@ class SimServer:
                 if polls is None:
                     return _error(401, CODE_SMART_OTP_UNKNOWN, "unknown Smart OTP transaction")
                 self._smart_otp[str(transaction)] = polls + 1
+                if polls >= self.smart_otp_pending_polls:
+                    del self._smart_otp[str(transaction)]  # approved: single use
             if polls < self.smart_otp_pending_polls:
                 return _error(202, CODE_SMART_OTP_PENDING, "Push-approval is pending")
         elif str(body.get("otp") or "") != self.creds.otp:
             return _error(401, CODE_BAD_OTP, "invalid OTP")
         return web.json_response(self._token_body(self.sessions.login(self.creds.api_key)))
+
+    def _credentials_ok(self, body: dict[str, Any]) -> bool:
+        return bool(
+            body.get("apiKey") == self.creds.api_key
+            and body.get("apiSecret") == self.creds.api_secret
+        )
 
     async def auth_refresh(self, request: web.Request) -> web.Response:
         body = request["body"]
@@ -276,7 +302,7 @@ class SimServer:
 
     async def request_otp(self, request: web.Request) -> web.Response:
         body = request["body"]
-        if not isinstance(body, dict) or body.get("apiKey") != self.creds.api_key:
+        if not isinstance(body, dict) or not self._credentials_ok(body):
             return _error(401, CODE_BAD_CREDENTIALS, "invalid apiKey or apiSecret")
         transaction = uuid.uuid4().hex
         with self._lock:
@@ -302,11 +328,13 @@ class SimServer:
         end = _parse_day(request.query.get("to")) or start
         orders = self.exchange.book(account)
         if start is not None and end is not None:
-            orders = [o for o in orders if start <= o.input_time.astimezone(EXCHANGE_TZ).date() <= end]
+            orders = [o for o in orders if start <= _day(o.input_time) <= end]
         if not orders:
             return web.json_response({"code": 204, "msg": "No Content"})
         wire = [self._order_wire(o) for o in orders[:1000]]
-        return web.json_response({"accountNo": account, "totalRecord": len(orders), "orderList": wire})
+        return web.json_response(
+            {"accountNo": account, "totalRecord": len(orders), "orderList": wire}
+        )
 
     def _order_wire(self, order: SimOrder) -> dict[str, object]:
         wire = self.exchange.order_wire(order)
@@ -319,21 +347,29 @@ class SimServer:
         if not isinstance(body, dict):
             return _error(400, CODE_BAD_REQUEST, "body must be a JSON object")
         account = self._owned(request, body.get("accountNo"))
+        symbol = str(body.get("symbol", ""))
+        if symbol not in self.exchange.symbols:
+            return _error(400, ERR_BAD_ORDER, f"unknown symbol {symbol!r}")
+        order_type = str(body.get("orderType", "LO"))
         price_raw = body.get("price")
         price: int | str
-        try:
-            price = int(float(price_raw)) if price_raw not in (None, "") else str(body.get("orderType"))
-        except (TypeError, ValueError):
-            price = str(price_raw)
+        if order_type in MARKET_ORDER_TYPES or price_raw in (None, ""):
+            # The SDK sends price "0" for market types: the price is the order type's word.
+            price = order_type
+        else:
+            try:
+                price = int(float(price_raw))
+            except (TypeError, ValueError):
+                price = str(price_raw)
         try:
             order = self.exchange.place(
                 account,
-                str(body.get("symbol", "")),
-                str(body.get("side", "")),
-                str(body.get("orderType", "LO")),
-                price,
-                int(body.get("quantity", 0)),
-                str(body.get("clientRequestId") or ""),
+                symbol,
+                side=str(body.get("side", "")),
+                order_type=order_type,
+                price=price,
+                quantity=int(body.get("quantity", 0)),
+                client_request_id=str(body.get("clientRequestId") or ""),
             )
         except ExchangeError as exc:
             return _error(exc.http_status, exc.code, exc.message)
@@ -433,9 +469,13 @@ class SimServer:
         )
 
     async def master_data(self, request: web.Request) -> web.Response:
-        day = _parse_day(request.query.get("from")) or self.exchange.clock().date()
-        page = max(1, int(request.query.get("pageIndex", "1") or 1))
-        size = max(1, int(request.query.get("pageSize", "1000") or 1000))
+        day = _parse_day(request.query.get("from")) or _day(self.exchange.clock())
+        try:
+            page = max(1, int(request.query.get("pageIndex") or 1))
+            size = max(1, int(request.query.get("pageSize") or 1000))
+        except ValueError:
+            return _error(400, CODE_BAD_REQUEST, "pageIndex and pageSize must be integers")
+        size = min(size, self.master_page_size)
         symbols = sorted(self.exchange.symbols.values(), key=lambda s: s.symbol)
         pages = max(1, -(-len(symbols) // size))
         chunk = symbols[(page - 1) * size : page * size]
