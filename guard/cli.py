@@ -5,15 +5,17 @@ exit codes. Each subcommand is a small function; the work happens in the pipelin
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from guard import __version__
-from guard.clock import EXCHANGE_TZ
+from guard.clock import EXCHANGE_TZ, Clock
 from guard.errors import ConfigError, GuardError
 
 __all__ = ["main"]
@@ -74,6 +76,153 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- sweeping ---------------------------------------------------------------------------
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain fixed-width table: readable in a terminal and in journalctl."""
+    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _market_clock(at: datetime | None) -> Clock:
+    from guard.clock import FakeClock, system_clock
+
+    return FakeClock(at) if at else system_clock
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    from guard.record.log import configure_logging
+
+    configure_logging(level=getattr(args, "log_level", "INFO"),
+                      fmt=getattr(args, "log_format", "auto"))
+
+
+def cmd_run_once(args: argparse.Namespace) -> int:
+    from guard.runtime import open_guard
+    from guard.sweep import run_sweep
+
+    async def go() -> int:
+        async with open_guard(args.rules, force_dry_run=args.dry_run,
+                              clock=_market_clock(args.at)) as ctx:
+            report = await run_sweep(ctx, "once")
+        counts = report.counts()
+        print(f"sweep {report.sweep_id}: {report.result}; "
+              + ", ".join(f"{k}={v}" for k, v in counts.items() if v), file=sys.stderr)
+        return 0 if report.complete else 6
+
+    _setup_logging(args)
+    return asyncio.run(go())
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from guard.runtime import open_guard
+    from guard.sweep import run_sweep
+
+    async def go() -> int:
+        async with open_guard(args.rules, force_dry_run=True, clock=_market_clock(args.at),
+                              lock=False) as ctx:
+            report = await run_sweep(ctx, "check")
+        targets = {t.key for t in report.plan.targets}
+        rows = []
+        for d in report.decisions:
+            o = d.order
+            verdict = ("CANCEL" if (o.account, o.order_id) in targets
+                       else "hold" if d.held else "-")
+            rows.append((o.account, o.order_id, o.symbol, d.board or "?", o.side, o.status,
+                         o.remaining, verdict, ",".join(m.rule for m in d.matches) or "-",
+                         d.held or "; ".join(m.reason for m in d.matches) or "no rule matched"))
+        print(f"as of {report.market_time.isoformat(timespec='seconds')} (always dry: "
+              "nothing is sent)")
+        print(_table(("account", "order", "symbol", "board", "side", "status", "left",
+                      "verdict", "rule", "reason / held because"), rows))
+        for account, why in report.unread_accounts:
+            print(f"account {account}: NOT READ: {why}")
+        if report.plan.tripped:
+            print(f"circuit breaker: {report.plan.blocked}")
+        return 0 if not report.unread_accounts else 6
+
+    _setup_logging(args)
+    return asyncio.run(go())
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from guard.record.journal import Journal
+    from guard.settings import resolve_state_dir
+
+    path = resolve_state_dir() / "journal.sqlite3"
+    if not path.exists():
+        print(f"no journal yet at {path}")
+        return 0
+    journal = Journal(path)
+    try:
+        sql = ("SELECT i.created_at, i.account, i.order_id, i.rules, "
+               "COALESCE(o.outcome, 'PENDING'), COALESCE(o.cancelled_qty, ''), "
+               "COALESCE(o.final_status, ''), COALESCE(o.detail, '') FROM intents i "
+               "LEFT JOIN outcomes o ON o.intent_id = i.id WHERE i.created_at >= ?")
+        params: list[object] = [args.since.isoformat() if args.since else ""]
+        if args.account:
+            sql += " AND i.account = ?"
+            params.append(args.account)
+        rows = journal.query(sql + " ORDER BY i.id", params)
+        print(_table(("intent at", "account", "order", "rules", "outcome", "qty", "status",
+                      "detail"), rows))
+        sweeps = journal.query(
+            "SELECT s.id, s.started_at, s.trigger, s.dry_run, COALESCE(r.result, 'UNFINISHED') "
+            "FROM sweeps s LEFT JOIN sweep_results r ON r.sweep_id = s.id "
+            "WHERE s.started_at >= ? ORDER BY s.id", params[:1])
+        print(f"\n{len(sweeps)} sweep(s); "
+              + ", ".join(f"{k}={v}" for k, v in Counter(r[4] for r in sweeps).items()))
+    finally:
+        journal.close()
+    return 0
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    import getpass
+
+    from guard.broker.adapter import Broker
+    from guard.broker.tokens import TokenCache
+    from guard.settings import load_credentials, resolve_state_dir
+
+    creds = load_credentials()
+    cache = TokenCache(resolve_state_dir())
+
+    async def go() -> int:
+        async with Broker(creds, cache) as broker:
+            otp = creds.otp.get_secret_value() if creds.otp else None
+            if otp is None and not args.smart_otp:
+                otp = getpass.getpass("OTP (leave empty for a Smart OTP push): ").strip() or None
+            if otp:
+                await broker.login(otp=otp)
+            else:
+                transaction = await broker.request_smart_otp()
+                print("Smart OTP sent: approve the request on your phone...", flush=True)
+                await broker.login(transaction_id=transaction)
+            expires = datetime.fromtimestamp(broker.token_expires_at, EXCHANGE_TZ)
+        print(f"logged in; token cached in {cache.path} (mode 0600), access token valid until "
+              f"{expires.isoformat(timespec='seconds')}")
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.once:
+        return cmd_run_once(args)
+    if args.at:
+        print("ssi-guard: --at only applies with --once", file=sys.stderr)
+        return 2
+    from guard.daemon import run_daemon
+
+    _setup_logging(args)
+    return run_daemon(args.rules, force_dry_run=args.dry_run)
+
+
 # ---- parser -----------------------------------------------------------------------------
 
 
@@ -92,6 +241,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", type=_instant, help="freeze the market clock at this instant")
     p.add_argument("--rate-limit", type=int, default=10, help="requests per second per API key")
     p.set_defaults(func=cmd_simulator)
+
+    p = sub.add_parser("run", help="run the guard (use --once for a single sweep)")
+    p.add_argument("--rules", default="rules.yaml", help="rules file (default: rules.yaml)")
+    p.add_argument("--once", action="store_true", help="one full sweep, then exit")
+    p.add_argument("--dry-run", action="store_true", help="decide and log, never cancel")
+    p.add_argument("--at", type=_instant, help="with --once: evaluate as of this instant")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="show what the rules would do now (always dry)")
+    p.add_argument("--rules", default="rules.yaml")
+    p.add_argument("--at", type=_instant, help="evaluate as of this instant")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    p.add_argument("--log-level", default="WARNING")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("history", help="print the journal of cancels")
+    p.add_argument("--since", type=_instant, help="only intents from this instant on")
+    p.add_argument("--account", help="only this account")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("login", help="log in with an OTP and cache the token (interactive)")
+    p.add_argument("--smart-otp", action="store_true", help="use a Smart OTP push, not a code")
+    p.set_defaults(func=cmd_login)
 
     p = sub.add_parser("validate", help="check a rules.yaml file")
     p.add_argument("path", nargs="?", default="rules.yaml")

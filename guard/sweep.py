@@ -21,6 +21,7 @@ from guard.clock import Clock, system_clock
 from guard.config.schema import RulesFile
 from guard.confirm.cash import CashRelease, cash_release
 from guard.confirm.confirm import Outcome, confirm
+from guard.confirm.reconcile import reconcile
 from guard.evaluate.engine import Decision, evaluate
 from guard.market.calendar import MarketCalendar
 from guard.record.journal import Journal
@@ -142,6 +143,9 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
              accounts=list(rules.accounts))
 
     await ctx.broker.ensure_session()
+    if ctx.journal.open_intents():
+        await reconcile(ctx.broker, ctx.journal, wall=ctx.wall, log=log,
+                        timeout=rules.limits.confirm_timeout)
     day = now.date()
     snapshot = await take_snapshot(ctx.broker, rules.accounts, day, ctx.clock, log)
     assert ctx.boards is not None

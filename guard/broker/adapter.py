@@ -192,6 +192,7 @@ class Broker:
             timeout_ms=timeout_ms,
             max_retries=max_retries,
             retry_delay_ms=retry_delay_ms,
+            log_level="WARNING",  # the SDK resets its logger's level to this on every Auth()
         )
         self._auth: AsyncAuth | None = None
         self._trading: AsyncTrading | None = None

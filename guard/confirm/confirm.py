@@ -88,19 +88,20 @@ async def confirm(
     """Watch the book until every result has an outcome or the deadline passes."""
     start = sent_at if sent_at is not None else monotonic()
     deadline = monotonic() + timeout.total_seconds()
-    watch = {r.target.key: r for r in results}
+    watch = {r.intent_id: r for r in results}
     outcomes: list[Outcome] = []
     delay = first_delay
     while watch:
         books = await _read_books(broker, {r.target.order.account: r.target.order.input_time.date()
                                            for r in watch.values()}, log)
         for key, sent in list(watch.items()):
-            book = books.get(key[0])
-            verdict = classify(sent, book.get(key[1]) if book is not None else None)
+            account, order_id = sent.target.key
+            book = books.get(account)
+            now = book.get(order_id) if book is not None else None
+            verdict = classify(sent, now)
             if verdict is None:
                 continue
             kind, qty, detail = verdict
-            now = book.get(key[1]) if book is not None else None
             outcome = Outcome(sent, kind, qty, now.status if now else "", detail,
                               monotonic() - start)
             outcomes.append(outcome)

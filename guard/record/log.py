@@ -67,6 +67,13 @@ def configure_logging(
     # Library chatter below WARNING is noise for an operator; our own events keep ``level``.
     for name in ("ssi_sdk", "apscheduler", "aiohttp.access", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    # ssi_sdk adds its own stdout handler to "ssi_sdk" unless one is there: a NullHandler keeps
+    # it from doing so, and its records propagate to the root handler above instead.
+    sdk = logging.getLogger("ssi_sdk")
+    if not any(isinstance(h, logging.NullHandler) for h in sdk.handlers):
+        for old in list(sdk.handlers):
+            sdk.removeHandler(old)
+        sdk.addHandler(logging.NullHandler())
 
 
 def get_logger(name: str = "guard", **context: Any) -> Any:

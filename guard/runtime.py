@@ -1,0 +1,67 @@
+"""Building a ready-to-sweep guard from rules.yaml, the environment and the state directory.
+
+Every command that sweeps (``run``, ``run --once``, ``check``, ``demo``) opens the guard here,
+so they all get the same locks, journal, broker and calendar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from guard.broker.adapter import Broker
+from guard.broker.tokens import TokenCache
+from guard.clock import Clock, system_clock
+from guard.config.loader import load_rules
+from guard.lock import StateLock
+from guard.market.holidays import build_calendar
+from guard.record.journal import Journal
+from guard.settings import load_credentials, resolve_state_dir
+from guard.sweep import SweepContext
+
+__all__ = ["open_guard"]
+
+
+@asynccontextmanager
+async def open_guard(
+    rules_path: str | Path,
+    *,
+    force_dry_run: bool = False,
+    clock: Clock = system_clock,
+    env: Mapping[str, str] | None = None,
+    log: Any = None,
+    lock: bool = True,
+) -> AsyncIterator[SweepContext]:
+    """Load and check everything first (rules, credentials, state), then connect."""
+    rules = load_rules(rules_path)
+    creds = load_credentials(env)
+    state_dir = resolve_state_dir(env)
+    state_lock = StateLock(state_dir)
+    if lock:
+        state_lock.acquire()
+    journal: Journal | None = None
+    broker: Broker | None = None
+    try:
+        journal = Journal(state_dir / "journal.sqlite3")
+        broker = Broker(creds, TokenCache(state_dir))
+        await broker.open()
+        yield SweepContext(
+            broker=broker,
+            rules=rules,
+            calendar=build_calendar(rules.holidays),
+            journal=journal,
+            state_dir=state_dir,
+            clock=clock,
+            log=log or structlog.get_logger("guard"),
+            force_dry_run=force_dry_run,
+        )
+    finally:
+        if broker is not None:
+            await broker.close()
+        if journal is not None:
+            journal.close()
+        state_lock.release()
