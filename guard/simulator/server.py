@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -48,6 +49,10 @@ CODE_SERVER_ERROR = "500100"
 REPLAY_WINDOW_MS = 30_000
 MARKET_ORDER_TYPES = frozenset({"ATO", "ATC", "MP", "MTL", "MOK", "MAK"})
 MAX_BATCH = 20
+
+# The parsed JSON body of the request in hand: set by the gateway, read by the handlers. A
+# ContextVar, not request storage: aiohttp runs each request in its own task.
+_BODY: ContextVar[Any] = ContextVar("sim_request_body", default=None)
 
 _SIGNED = {("POST", "/api/v3/trading/order"), ("DELETE", "/api/v3/trading/order"),
            ("DELETE", "/api/v3/trading/order/batch"), ("POST", "/api/v3/trading/order/batch")}
@@ -171,9 +176,9 @@ class SimServer:
         record = RecordedRequest(request.method, request.path, dict(request.query), body)
         with self._lock:
             self.requests.append(record)
-        request["raw"] = raw
-        request["body"] = body
-        request["record"] = record
+        _BODY.set(body)
+        hang: Fault | None = None
+        malformed = False
 
         fired = self.faults.pick(request.method, request.path)
         for fault in fired:
@@ -193,9 +198,9 @@ class SimServer:
                 record.status = -1
                 return _drop(request)
             elif fault.kind == "hang":
-                request["hang"] = fault
+                hang = fault
             elif fault.kind == "malformed":
-                request["malformed"] = True
+                malformed = True
 
         key = self._rate_key(request, body)
         admission = self.buckets.admit(key)
@@ -209,7 +214,7 @@ class SimServer:
 
         if request.path not in _PUBLIC:
             try:
-                request["session"] = self.sessions.check(request.headers.get("Authorization"))
+                self.sessions.check(request.headers.get("Authorization"))
             except AuthFailure as exc:
                 record.status = 401
                 return _error(401, exc.code, exc.message, rl_headers)
@@ -219,7 +224,6 @@ class SimServer:
             record.status = 401
             return _error(401, CODE_BAD_SIGNATURE, "invalid signature", rl_headers)
 
-        hang: Fault | None = request.get("hang")
         if hang is not None and not hang.apply_first:
             await asyncio.sleep(hang.seconds)  # the client gives up; nothing was applied
             record.status = -2
@@ -231,7 +235,7 @@ class SimServer:
             raise
         if hang is not None:
             await asyncio.sleep(hang.seconds)  # applied, but the answer comes too late
-        if request.get("malformed"):
+        if malformed:
             response = web.Response(status=200, text='{"code": 200, "data": [ {"orderId": ',
                                     content_type="application/json")
         for name, value in rl_headers.items():
@@ -263,7 +267,7 @@ class SimServer:
         }
 
     async def auth_token(self, request: web.Request) -> web.Response:
-        body = request["body"]
+        body = _BODY.get()
         if not isinstance(body, dict):
             return _error(400, CODE_BAD_REQUEST, "body must be a JSON object")
         if not self._credentials_ok(body):
@@ -290,7 +294,7 @@ class SimServer:
         )
 
     async def auth_refresh(self, request: web.Request) -> web.Response:
-        body = request["body"]
+        body = _BODY.get()
         token = body.get("refreshToken") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
             return _error(400, CODE_BAD_REQUEST, "refreshToken is required")
@@ -301,7 +305,7 @@ class SimServer:
         return web.json_response(self._token_body(session))
 
     async def request_otp(self, request: web.Request) -> web.Response:
-        body = request["body"]
+        body = _BODY.get()
         if not isinstance(body, dict) or not self._credentials_ok(body):
             return _error(401, CODE_BAD_CREDENTIALS, "invalid apiKey or apiSecret")
         transaction = uuid.uuid4().hex
@@ -343,7 +347,7 @@ class SimServer:
         return wire
 
     async def place_order(self, request: web.Request) -> web.Response:
-        body = request["body"]
+        body = _BODY.get()
         if not isinstance(body, dict):
             return _error(400, CODE_BAD_REQUEST, "body must be a JSON object")
         account = self._owned(request, body.get("accountNo"))
@@ -391,7 +395,7 @@ class SimServer:
         return str(crid or "")
 
     async def cancel_order(self, request: web.Request) -> web.Response:
-        body = request["body"]
+        body = _BODY.get()
         if not isinstance(body, dict):
             return _error(400, CODE_BAD_REQUEST, "body must be a JSON object")
         account = self._owned(request, body.get("accountNo"))
@@ -406,7 +410,7 @@ class SimServer:
         )
 
     async def cancel_batch(self, request: web.Request) -> web.Response:
-        body = request["body"]
+        body = _BODY.get()
         if not isinstance(body, dict) or not isinstance(body.get("orders"), list):
             return _error(400, CODE_BAD_REQUEST, "body must carry an orders list")
         items = body["orders"]
