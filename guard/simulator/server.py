@@ -22,7 +22,13 @@ from typing import Any
 from aiohttp import web
 
 from guard.clock import EXCHANGE_TZ
-from guard.simulator.exchange import ERR_BAD_ORDER, Exchange, ExchangeError, SimOrder
+from guard.simulator.exchange import (
+    ERR_BAD_ORDER,
+    ERR_NOT_OWNER,
+    Exchange,
+    ExchangeError,
+    SimOrder,
+)
 from guard.simulator.faults import Fault, FaultPlan
 from guard.simulator.keys import SimKeyPair
 from guard.simulator.ratelimit import TokenBuckets
@@ -160,6 +166,7 @@ class SimServer:
         app.router.add_post("/api/v3/trading/order", self.place_order)
         app.router.add_delete("/api/v3/trading/order", self.cancel_order)
         app.router.add_delete("/api/v3/trading/order/batch", self.cancel_batch)
+        app.router.add_post("/api/v3/trading/order/batch", self.place_batch)
         app.router.add_get("/api/v3/trading/accountBalance", self.account_balance)
         app.router.add_get("/api/v3/trading/ppmmrAccount", self.ppmmr)
         app.router.add_get("/api/v3/account/info", self.account_info)
@@ -346,16 +353,16 @@ class SimServer:
             wire["orderStatus"] = self.unknown_status[order.order_id]
         return wire
 
-    async def place_order(self, request: web.Request) -> web.Response:
-        body = _BODY.get()
-        if not isinstance(body, dict):
-            return _error(400, CODE_BAD_REQUEST, "body must be a JSON object")
-        account = self._owned(request, body.get("accountNo"))
-        symbol = str(body.get("symbol", ""))
+    def _place(self, item: dict[str, Any]) -> SimOrder:
+        """Place one order body (single or batch item); refusals are ``ExchangeError``."""
+        account = str(item.get("accountNo") or "")
+        if account not in self.exchange.accounts:
+            raise ExchangeError(ERR_NOT_OWNER, f"account {account!r} not found", 403)
+        symbol = str(item.get("symbol", ""))
         if symbol not in self.exchange.symbols:
-            return _error(400, ERR_BAD_ORDER, f"unknown symbol {symbol!r}")
-        order_type = str(body.get("orderType", "LO"))
-        price_raw = body.get("price")
+            raise ExchangeError(ERR_BAD_ORDER, f"unknown symbol {symbol!r}")
+        order_type = str(item.get("orderType", "LO"))
+        price_raw = item.get("price")
         price: int | str
         if order_type in MARKET_ORDER_TYPES or price_raw in (None, ""):
             # The SDK sends price "0" for market types: the price is the order type's word.
@@ -366,19 +373,28 @@ class SimServer:
             except (TypeError, ValueError):
                 price = str(price_raw)
         try:
-            order = self.exchange.place(
-                account,
-                symbol,
-                side=str(body.get("side", "")),
-                order_type=order_type,
-                price=price,
-                quantity=int(body.get("quantity", 0)),
-                client_request_id=str(body.get("clientRequestId") or ""),
-            )
+            quantity = int(item.get("quantity", 0))
+        except (TypeError, ValueError):
+            raise ExchangeError(CODE_BAD_REQUEST, "quantity must be an integer") from None
+        return self.exchange.place(
+            account,
+            symbol,
+            side=str(item.get("side", "")),
+            order_type=order_type,
+            price=price,
+            quantity=quantity,
+            client_request_id=str(item.get("clientRequestId") or ""),
+        )
+
+    async def place_order(self, request: web.Request) -> web.Response:
+        body = _BODY.get()
+        if not isinstance(body, dict):
+            return _error(400, CODE_BAD_REQUEST, "body must be a JSON object")
+        self._owned(request, body.get("accountNo"))
+        try:
+            order = self._place(body)
         except ExchangeError as exc:
             return _error(exc.http_status, exc.code, exc.message)
-        except (TypeError, ValueError):
-            return _error(400, CODE_BAD_REQUEST, "malformed order")
         return web.json_response(
             {"orderId": order.order_id, "clientRequestId": order.client_request_id,
              "orderStatus": order.status}
@@ -410,6 +426,20 @@ class SimServer:
         )
 
     async def cancel_batch(self, request: web.Request) -> web.Response:
+        def cancel(item: dict[str, Any]) -> SimOrder:
+            account = str(item.get("accountNo") or "")
+            if account not in self.exchange.accounts:
+                raise ExchangeError(ERR_NOT_OWNER, f"account {account!r} not found", 403)
+            return self.exchange.request_cancel(account, self._find(account, item))
+
+        return self._batch(cancel)
+
+    async def place_batch(self, request: web.Request) -> web.Response:
+        return self._batch(self._place)
+
+    def _batch(self, apply: Callable[[dict[str, Any]], SimOrder]) -> web.Response:
+        """The batch envelope both verbs share: 1..20 items, the replay window, a single-use
+        ``batchRequestId``, then one result per item, in request order."""
         body = _BODY.get()
         if not isinstance(body, dict) or not isinstance(body.get("orders"), list):
             return _error(400, CODE_BAD_REQUEST, "body must carry an orders list")
@@ -417,11 +447,13 @@ class SimServer:
         if not 1 <= len(items) <= MAX_BATCH:
             return _error(400, CODE_BAD_REQUEST, f"a batch holds 1..{MAX_BATCH} orders")
         batch_id = str(body.get("batchRequestId") or "")
+        if not batch_id:
+            return _error(400, CODE_BAD_REQUEST, "batchRequestId is required")
         sent_ms = body.get("batchRequestTime")
         if not isinstance(sent_ms, int) or abs(time.time() * 1000 - sent_ms) > REPLAY_WINDOW_MS:
             return _error(400, CODE_REPLAY_WINDOW, "batchRequestTime outside the replay window")
         with self._lock:
-            if not batch_id or batch_id in self._batch_ids:
+            if batch_id in self._batch_ids:
                 return _error(409, CODE_DUPLICATE, "batchRequestId already used")
             self._batch_ids.add(batch_id)
         results = []
@@ -430,13 +462,11 @@ class SimServer:
                 results.append({"success": False, "errorCode": CODE_BAD_REQUEST,
                                 "errorMessage": "item must be an object"})
                 continue
-            result: dict[str, Any] = {"clientCancelId": item.get("clientCancelId", ""),
-                                      "clientRequestId": item.get("clientRequestId", "")}
+            result: dict[str, Any] = {"clientRequestId": item.get("clientRequestId", "")}
+            if "clientCancelId" in item:  # cancels only
+                result["clientCancelId"] = item["clientCancelId"]
             try:
-                account = str(item.get("accountNo", ""))
-                if account not in self.exchange.accounts:
-                    raise ExchangeError("403201", f"account {account!r} not found", 403)
-                order = self.exchange.request_cancel(account, self._find(account, item))
+                order = apply(item)
                 result.update(success=True, orderId=order.order_id,
                               clientRequestId=order.client_request_id, orderStatus=order.status)
             except ExchangeError as exc:
