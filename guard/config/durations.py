@@ -24,23 +24,28 @@ class DurationError(ValueError):
     """A duration string that does not parse; the message is ready for a person."""
 
 
+def _q(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:36] + "...'"
+
+
 def parse_duration(text: str) -> timedelta:
     """Parse ``1h30m15s``-style text into a positive ``timedelta``.
 
     Raises ``DurationError`` with a message like ``'5x' is not a duration (use 30s, 15m, 1h30m)``.
     """
     if not isinstance(text, str):
-        raise DurationError(f"{text!r} is not a duration: it needs a unit ({DURATION_HINT})")
+        raise DurationError(f"{_q(text)} is not a duration: it needs a unit ({DURATION_HINT})")
     stripped = text.strip()
     match = _DURATION.fullmatch(stripped)
     if not stripped or match is None or not any(match.groupdict().values()):
-        raise DurationError(f"{text!r} is not a duration ({DURATION_HINT})")
+        raise DurationError(f"{_q(text)} is not a duration ({DURATION_HINT})")
     hours, minutes, seconds = (int(match.group(g) or 0) for g in ("h", "m", "s"))
     total = hours * 3600 + minutes * 60 + seconds
     if total == 0:
-        raise DurationError(f"{text!r} is zero: a duration must be positive ({DURATION_HINT})")
+        raise DurationError(f"{_q(text)} is zero: a duration must be positive ({DURATION_HINT})")
     if total > _MAX_SECONDS:
-        raise DurationError(f"{text!r} is too long: at most 366 days")
+        raise DurationError(f"{_q(text)} is too long: at most 366 days")
     return timedelta(seconds=total)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from yaml.events import (
     AliasEvent,
@@ -275,7 +275,7 @@ def _build(node: Node, path: Loc, doc: _Document, loader: _RulesLoader) -> Any:
                 continue
             if key in result:
                 first = doc.lines.get((*path, key), key_line)
-                message = f"duplicate key {key!r} (first at line {first})"
+                message = f"duplicate key {_short(key)} (first at line {first})"
                 doc.problem(key_line, (*path, key), message)
                 continue
             doc.lines[(*path, key)] = key_line
@@ -346,8 +346,9 @@ def _raise(doc: _Document) -> None:
 def _dotted(loc: Sequence[str | int]) -> str:
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
+        name = _short(part, quote=False)
+        text += f"[{part}]" if isinstance(part, int) else (f".{name}" if text else name)
+    return text if len(text) <= 120 else "..." + text[-117:]
 
 
 def _path(loc: Sequence[Any]) -> Loc:
@@ -377,8 +378,6 @@ def _line_of(path: Loc, doc: _Document) -> int:
 
 def _known_keys(parent: Loc) -> tuple[str, ...]:
     """The keys valid at ``parent``, for "did you mean" (walks the pydantic models)."""
-    from pydantic import BaseModel  # noqa: PLC0415  (local: only needed on an error path)
-
     model: Any = RulesFile
     for part in parent:
         if isinstance(part, int):
@@ -406,7 +405,7 @@ def _describe(error: ErrorDetails, doc: _Document) -> tuple[int, str]:
         key = str(path[-1]) if path else "?"
         close = difflib.get_close_matches(key, _known_keys(path[:-1]), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return line, f"{where}unknown key {key!r}{hint}"
+        return line, f"{where}unknown key {_short(key)}{hint}"
     if kind == "missing":
         return line, f"{where}missing (required)"
     message = _TYPE_WORDS.get(kind, error["msg"].removeprefix("Value error, "))

@@ -63,6 +63,12 @@ _ACCOUNT = re.compile(r"[0-9A-Z]+")
 _TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?")
 
 
+def _q(value: object, limit: int = 40) -> str:
+    """A value quoted for a message, on one line and cut short: inputs can be anything."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
 def _err(kind: str, message: str, **ctx: Any) -> PydanticCustomError:
     return PydanticCustomError(kind, message, ctx or None)
 
@@ -74,7 +80,7 @@ def _duration(value: object) -> timedelta:
             raise _err("duration", "a duration must be positive")
         return value
     if isinstance(value, bool | int | float):
-        raise _err("duration", f"{value!r} has no unit (use 30s, 15m, 1h30m)")
+        raise _err("duration", f"{_q(value)} has no unit (use 30s, 15m, 1h30m)")
     if not isinstance(value, str):
         raise _err("duration", "expected a duration such as 30s, 15m or 1h30m")
     try:
@@ -97,7 +103,7 @@ def _clock_time(value: object) -> time:
         return value
     if isinstance(value, str) and (m := _TIME.fullmatch(value.strip())):
         return time(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
-    raise _err("time", f"{value!r} is not a time of day (use HH:MM or HH:MM:SS, e.g. \"11:25\")")
+    raise _err("time", f"{_q(value)} is not a time of day (use HH:MM or HH:MM:SS, e.g. \"11:25\")")
 
 
 def _holiday(value: object) -> date:
@@ -110,12 +116,12 @@ def _holiday(value: object) -> date:
             return date.fromisoformat(value.strip())
         except ValueError:
             pass
-    raise _err("date", f"{value!r} is not a date (use YYYY-MM-DD, e.g. 2026-11-24)")
+    raise _err("date", f"{_q(value)} is not a date (use YYYY-MM-DD, e.g. 2026-11-24)")
 
 
 def _symbol(value: str) -> str:
     if not _SYMBOL.fullmatch(value):
-        raise _err("symbol", f"{value!r} is not a symbol (upper-case letters and digits)")
+        raise _err("symbol", f"{_q(value)} is not a symbol (upper-case letters and digits)")
     return value
 
 
@@ -123,25 +129,25 @@ def _symbol_glob(value: str) -> str:
     if not _SYMBOL_GLOB.fullmatch(value):
         raise _err(
             "symbol",
-            f"{value!r} is not a symbol or glob (upper-case letters, digits, * ? [ ])",
+            f"{_q(value)} is not a symbol or glob (upper-case letters, digits, * ? [ ])",
         )
     return value
 
 
 def _account(value: str) -> str:
     if not _ACCOUNT.fullmatch(value):
-        raise _err("account", f"{value!r} is not an account number (digits, e.g. \"0001234\")")
+        raise _err("account", f"{_q(value)} is not an account number (digits, e.g. \"0001234\")")
     return value
 
 
 def _status(value: str) -> str:
     if value in TERMINAL_STATUSES:
-        raise _err("status", f"{value!r} is a final status: there is nothing left to cancel")
+        raise _err("status", f"{_q(value)} is a final status: there is nothing left to cancel")
     if value in PENDING_STATUSES:
-        raise _err("status", f"{value!r} is a pending cancel/modify: the broker is already on it")
+        raise _err("status", f"{_q(value)} is a pending cancel/modify: the broker is already on it")
     if value not in CANCELLABLE_CHOICES:
         choices = ", ".join(CANCELLABLE_CHOICES)
-        raise _err("status", f"unknown status {value!r} (choose from {choices})")
+        raise _err("status", f"unknown status {_q(value)} (choose from {choices})")
     return value
 
 
@@ -315,7 +321,7 @@ class RulesFile(BaseModel):
         for i, rule in enumerate(self.rules):
             if rule.name in seen:
                 problems.append(
-                    (("rules", i, "name"), f"rule name {rule.name!r} is already used by "
+                    (("rules", i, "name"), f"rule name {_q(rule.name)} is already used by "
                      f"rules[{seen[rule.name]}]", rule.name)
                 )
             seen.setdefault(rule.name, i)
@@ -323,13 +329,13 @@ class RulesFile(BaseModel):
                 if account not in self.accounts:
                     problems.append(
                         (("rules", i, "match", "accounts", j),
-                         f"account {account!r} is not in the top-level accounts", account)
+                         f"account {_q(account)} is not in the top-level accounts", account)
                     )
             for j, status in enumerate(rule.match.statuses or ()):
                 if status not in self.cancellable:
                     problems.append(
                         (("rules", i, "match", "statuses", j),
-                         f"status {status!r} is not in cancellable", status)
+                         f"status {_q(status)} is not in cancellable", status)
                     )
         _problems("RulesFile", problems)
         return self
