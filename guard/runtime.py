@@ -35,6 +35,7 @@ async def open_guard(
     env: Mapping[str, str] | None = None,
     log: Any = None,
     lock: bool = True,
+    broker_rate_limit: int | None = None,
 ) -> AsyncIterator[SweepContext]:
     """Load and check everything first (rules, credentials, state), then connect."""
     rules = load_rules(rules_path)
@@ -47,7 +48,8 @@ async def open_guard(
     broker: Broker | None = None
     try:
         journal = Journal(state_dir / "journal.sqlite3")
-        broker = Broker(creds, TokenCache(state_dir))
+        broker = (Broker(creds, TokenCache(state_dir)) if broker_rate_limit is None
+                  else Broker(creds, TokenCache(state_dir), rate_limit=broker_rate_limit))
         await broker.open()
         yield SweepContext(
             broker=broker,
@@ -58,6 +60,7 @@ async def open_guard(
             clock=clock,
             log=log or structlog.get_logger("guard"),
             force_dry_run=force_dry_run,
+            owns_state=lock,
         )
     finally:
         if broker is not None:

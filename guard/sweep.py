@@ -17,7 +17,7 @@ from typing import Any, Literal
 from guard.act.plan import CancelPlan, plan_cancels
 from guard.act.send import SendResult, send_plan
 from guard.broker.adapter import Broker
-from guard.clock import Clock, system_clock
+from guard.clock import EXCHANGE_TZ, Clock, system_clock
 from guard.config.schema import RulesFile
 from guard.confirm.cash import CashRelease, cash_release
 from guard.confirm.confirm import Outcome, confirm
@@ -38,6 +38,9 @@ class SweepContext:
     """What every sweep needs. ``rules`` is replaced on reload (SIGHUP); the rest is fixed.
 
     ``clock`` is the market clock the rules are evaluated at; ``wall`` stamps the journal.
+    ``owns_state`` is false for a guard that runs without the state lock (``check``): it may
+    run beside a live guard, so it must not reconcile that guard's open intents (they may be
+    cancels still on the wire), and it never sends.
     """
 
     broker: Broker
@@ -51,6 +54,7 @@ class SweepContext:
     wall: Clock = system_clock
     boards: BoardResolver | None = None
     in_flight: set[tuple[str, str]] = field(default_factory=set)
+    owns_state: bool = True
 
     def __post_init__(self) -> None:
         if self.boards is None:
@@ -143,10 +147,12 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
              accounts=list(rules.accounts))
 
     await ctx.broker.ensure_session()
-    if ctx.journal.open_intents():
+    if ctx.owns_state and ctx.journal.open_intents():
+        # Intents of a sweep still running in this process are not orphans: skip them.
         await reconcile(ctx.broker, ctx.journal, wall=ctx.wall, log=log,
-                        timeout=rules.limits.confirm_timeout)
-    day = now.date()
+                        timeout=rules.limits.confirm_timeout, exclude=set(ctx.in_flight))
+    # The exchange's date, whatever zone the clock answers in (``--at ...Z`` is UTC).
+    day = now.astimezone(EXCHANGE_TZ).date()
     snapshot = await take_snapshot(ctx.broker, rules.accounts, day, ctx.clock, log)
     assert ctx.boards is not None
     boards = await ctx.boards.for_day(day, rules.boards, log)
@@ -207,6 +213,9 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
     elif all(o.ok for o in outcomes) and len(outcomes) == len(plan.targets):
         result = "ok"
     else:
+        result = "incomplete"
+    if snapshot.failures and result in ("ok", "nothing_to_do", "dry_run"):
+        # An account that was not read was not guarded: the journal must not say "ok".
         result = "incomplete"
     report = SweepReport(sweep_id, trigger, now, dry, tuple(decisions), plan, tuple(sent),
                          tuple(outcomes), tuple(releases), snapshot.failures,

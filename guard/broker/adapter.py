@@ -198,6 +198,9 @@ class Broker:
         self._trading: AsyncTrading | None = None
         self._data: AsyncData | None = None
         self._cache_mtime = 0.0
+        # SSI_OTP logs in once at most: after that only `ssi-guard login` may, or two guards
+        # on one API key would keep killing each other's sessions.
+        self._otp_spent = False
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -313,7 +316,8 @@ class Broker:
                 raise self._translate(exc, write=False) from None
             self._save_token()
             return
-        if self.creds.otp is not None:
+        if self.creds.otp is not None and not self._otp_spent:
+            self._otp_spent = True
             await self.login(otp=self.creds.otp.get_secret_value())
             return
         raise ReauthRequired("no valid SSI session: run ssi-guard login")
@@ -334,8 +338,16 @@ class Broker:
             return BrokerCallError(kind, f"no answer from the broker ({type(exc).__name__})")
         if isinstance(exc, APIError):
             status = exc.status_code or 0
-            if status >= 500 or status == 409 or (status == 200 and str(exc.code).isdigit()
-                                                  and int(str(exc.code)) >= 500):
+            if 200 <= status < 300 and str(exc.code) == str(status):
+                # The SDK could not read a 2xx body (not JSON: its code is then the HTTP
+                # status). The server did answer "OK", so a write was run: a refusal would
+                # make the caller send the same cancels again.
+                kind = "ambiguous" if write else "unavailable"
+                return BrokerCallError(kind, f"unreadable reply from the broker (HTTP {status},"
+                                       " not JSON)", code=str(exc.code), status=status)
+            if status >= 500 or status in (408, 409) or (
+                status == 200 and str(exc.code).isdigit() and int(str(exc.code)) >= 500
+            ):
                 kind = "ambiguous" if write else "unavailable"
                 return BrokerCallError(kind, f"broker error HTTP {status} (code {exc.code})",
                                        code=str(exc.code), status=status)
@@ -347,22 +359,37 @@ class Broker:
 
     async def _call(self, make: Callable[[], Awaitable[T]], *, write: bool) -> T:
         """Run one SDK call. A 401 means the gateway refused it before any handler ran, so
-        after a successful refresh it is safe to send again, even a cancel."""
+        after a successful refresh it is safe to send again, even a cancel.
+
+        A 403 that survives a fresh token is not about the session: it is this call being
+        forbidden (e.g. an account the API key does not own). It is a refusal of this one
+        call, so one bad account in rules.yaml cannot stop the others being guarded.
+
+        A reply the SDK cannot parse is a ``BrokerReplyError`` for a read; for a write it is
+        ``ambiguous``: the server answered, so the cancel may have been applied, and only a
+        re-read of the book can tell.
+        """
         for attempt in (1, 2):
             try:
                 return await make()
             except ReauthenticationRequired:
                 raise ReauthRequired("the SSI session was revoked: run ssi-guard login") from None
-            except AuthenticationError:
+            except AuthenticationError as exc:
                 if attempt == 2:
+                    if exc.status_code == 403:
+                        raise BrokerCallError(
+                            "refused", f"broker forbids this call (HTTP 403, code {exc.code})",
+                            code=str(exc.code), status=403,
+                        ) from None
                     raise ReauthRequired("the broker keeps refusing the session") from None
                 await self._recover_session()
             except (SSIError, httpx.HTTPError) as exc:
                 raise self._translate(exc, write=write) from None
             except (ValueError, TypeError, AttributeError, KeyError) as exc:
-                raise BrokerReplyError(
-                    f"unparseable reply from the broker ({type(exc).__name__})"
-                ) from None
+                message = f"unparseable reply from the broker ({type(exc).__name__})"
+                if write:
+                    raise BrokerCallError("ambiguous", message) from None
+                raise BrokerReplyError(message) from None
         raise AssertionError("unreachable")
 
     async def _recover_session(self) -> None:

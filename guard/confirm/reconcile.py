@@ -5,18 +5,22 @@ proven". The book says what happened: WC means the cancel landed (wait for it to
 final status proves the outcome; an order still open means the cancel never landed, so it is
 recorded as not applied and left for the rules to decide again. Nothing is sent here, so a
 crash can never cause a second cancel.
+
+Intents this process still has in flight (``exclude``) are not orphans: their sweep writes
+their outcome. Reconciling them too would give one intent two outcomes, and would call a
+cancel "never landed" while its request is still on the wire.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from collections.abc import Callable, Collection
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from guard.act.plan import CancelTarget
-from guard.act.send import SendResult
+from guard.act.send import TERMINAL, SendResult
 from guard.broker.adapter import Broker
 from guard.clock import EXCHANGE_TZ
 from guard.confirm.confirm import Outcome, confirm
@@ -26,44 +30,53 @@ from guard.snapshot.model import BookOrder
 __all__ = ["reconcile"]
 
 
+def _book_day(intent: OpenIntent) -> datetime:
+    """The market instant of the intent's sweep. Its exchange date names the order book the
+    order is in; the intent's own ``created_at`` is the wall clock, which differs from the
+    market day around midnight and in every rehearsal (``--at``)."""
+    return datetime.fromisoformat(intent.market_time).astimezone(EXCHANGE_TZ)
+
+
 def _placeholder(intent: OpenIntent) -> BookOrder:
     """The order as the intent knew it (enough to classify what the book shows now)."""
-    created = datetime.fromisoformat(intent.created_at).astimezone(EXCHANGE_TZ)
     return BookOrder(
         account=intent.account, order_id=intent.order_id, client_request_id="", symbol="",
         side=intent.side, order_type=intent.order_type,
         price=Decimal(intent.price) if intent.price else None, price_word=None,
-        quantity=0, filled=0, cancelled=intent.cancelled_before, status="", input_time=created,
+        quantity=0, filled=0, cancelled=intent.cancelled_before, status="",
+        input_time=_book_day(intent),
     )
 
 
 async def reconcile(broker: Broker, journal: Journal, *, wall: Callable[[], datetime],
-                    log: Any, timeout: timedelta = timedelta(seconds=30)) -> list[Outcome]:
-    """Give every open intent an outcome. Orders still open are "failed: not applied"."""
-    intents = journal.open_intents()
+                    log: Any, timeout: timedelta = timedelta(seconds=30),
+                    exclude: Collection[tuple[str, str]] = ()) -> list[Outcome]:
+    """Give every open intent (but those in ``exclude``) an outcome. Orders still open are
+    "failed: not applied"; nothing is ever sent."""
+    intents = [i for i in journal.open_intents() if (i.account, i.order_id) not in exclude]
     if not intents:
         return []
     log.warning("journal.reconciling", open_intents=len(intents))
     pending: list[SendResult] = []
-    outcomes: list[Outcome] = []
     by_id = {}
     for intent in intents:
-        order = _placeholder(intent)
         by_id[intent.intent_id] = intent
         # "accepted": a WC or final status in the book is taken as this intent's cancel landing.
-        target = CancelTarget(order, ("reconcile",), "open intent after a restart")
+        target = CancelTarget(_placeholder(intent), ("reconcile",), "open intent after a restart")
         pending.append(SendResult(target, intent.intent_id, "accepted", "", "reconciled"))
-    # An order still open after a restart never received this cancel: classify it as such.
-    books = {}
-    for account, day in {(i.account, _placeholder(i).input_time.date()) for i in intents}:
-        books[account] = {o.order_id: o for o in await broker.orders(account, day)}
+    books: dict[tuple[str, date], dict[str, BookOrder]] = {}
+    for account, day in sorted({(i.account, _book_day(i).date()) for i in intents}):
+        books[account, day] = {o.order_id: o for o in await broker.orders(account, day)}
+    outcomes: list[Outcome] = []
     watch = []
     for sent in pending:
-        now = books.get(sent.target.order.account, {}).get(sent.target.order.order_id)
-        if now is not None and now.status not in ("WC", "CL", "FFPC", "FF", "RJ", "EX"):
+        order = sent.target.order
+        now = books[order.account, order.input_time.date()].get(order.order_id)
+        if now is not None and now.status != "WC" and now.status not in TERMINAL:
+            # Still open: the cancel never reached the exchange (or it refused it).
             outcomes.append(Outcome(sent, "failed", 0, now.status,
-                                    "reconciled: the cancel never landed (crash before send)",
-                                    0.0))
+                                    "the cancel never landed (the guard stopped before it was "
+                                    "applied)", 0.0))
         else:
             watch.append(sent)
     outcomes += await confirm(watch, broker=broker, timeout=timeout, log=log)

@@ -63,6 +63,7 @@ class OpenIntent:
     price: str | None
     side: str
     order_type: str
+    market_time: str  # the sweep's market instant: its date is the book the order is in
 
 
 def _iso(instant: datetime) -> str:
@@ -179,7 +180,8 @@ class Journal:
         with self._lock:
             rows = self._db.execute(
                 "SELECT i.id, i.sweep_id, i.account, i.order_id, i.created_at, "
-                "i.cancelled_before, i.price, i.side, i.order_type FROM intents i "
+                "i.cancelled_before, i.price, i.side, i.order_type, s.market_time "
+                "FROM intents i JOIN sweeps s ON s.id = i.sweep_id "
                 "WHERE NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.intent_id = i.id) "
                 "ORDER BY i.id"
             ).fetchall()
