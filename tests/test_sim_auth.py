@@ -244,6 +244,22 @@ def test_expired_access_token_is_401_until_the_client_refreshes(until: Callable[
         assert trading.account.get_account_info()
 
 
+def test_an_expired_refresh_token_needs_a_new_otp(until: Callable[..., bool]) -> None:
+    clock = FakeClock(datetime(2026, 11, 23, 10, tzinfo=EXCHANGE_TZ))
+    sim = Simulator(clock=clock, key_bits=1024, refresh_ttl=0.3)
+    with sim, Auth(sim.sdk_config()) as auth:
+        token = auth.authenticate(otp=sim.credentials.otp)
+        assert not auth.can_refresh  # 0.3 s is inside the SDK's 30 s skew
+        with pytest.raises(ReauthenticationRequired):
+            auth.refresh()  # refused locally
+        assert sim.requests_to("POST", "/api/v3/auth/refresh") == []
+        # The server agrees once the refresh token is past its expiry.
+        assert until(lambda: time.time() > token.refresh_token_expires_at + 1, timeout=3)
+        raw = httpx.post(f"{sim.url}/api/v3/auth/refresh",
+                         json={"refreshToken": token.refresh_token})
+        assert (raw.status_code, raw.json()["code"]) == (401, 401101)
+
+
 def test_expire_tokens_is_invisible_to_the_sdk_until_it_refreshes(
     sim: Simulator, sdk: Any
 ) -> None:

@@ -62,6 +62,16 @@ def test_the_limit_is_per_api_key_and_refills(sim: Simulator, sdk: Any,
     assert time.monotonic() - started < 1.0  # 10/s: a token is back within 0.1 s or so
 
 
+def test_a_refresh_with_a_stale_token_counts_against_the_api_key(sim: Simulator,
+                                                                 sdk: Any) -> None:
+    auth, _ = sdk(rate_limit_per_second=0)
+    sim.expire_tokens()
+    replies = _burst(sim, auth.token.access_token, 20)  # expired: 401s, then 429s
+    assert {r.status_code for r in replies} == {401, 429}
+    with pytest.raises(RateLimitError):
+        auth.refresh()  # the same apiKey's bucket, though its bearer token is stale
+
+
 def test_sdk_with_its_limiter_off_gets_rate_limit_errors_on_cancels(
     sim: Simulator, async_sdk: Any
 ) -> None:

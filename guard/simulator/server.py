@@ -13,6 +13,7 @@ import json
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ CODE_DUPLICATE = "409100"
 CODE_RATE_LIMIT = "429100"
 CODE_SERVER_ERROR = "500100"
 REPLAY_WINDOW_MS = 30_000
+MAX_RECORDED = 100_000
 MARKET_ORDER_TYPES = frozenset({"ATO", "ATC", "MP", "MTL", "MOK", "MAK"})
 MAX_BATCH = 20
 
@@ -145,7 +147,8 @@ class SimServer:
         self.sessions = sessions
         self.faults = faults
         self.buckets = buckets
-        self.requests: list[RecordedRequest] = []
+        # What tests read back; bounded so a long-running ``ssi-guard simulator`` stays small.
+        self.requests: deque[RecordedRequest] = deque(maxlen=MAX_RECORDED)
         self.unknown_status: dict[str, str] = {}
         self._batch_ids: set[str] = set()
         self._smart_otp: dict[str, int] = {}  # transaction id -> polls so far
@@ -251,13 +254,12 @@ class SimServer:
         return response
 
     def _rate_key(self, request: web.Request, body: Any) -> str:
+        """The apiKey a request is metered under. An expired or revoked bearer token still
+        names its apiKey: a refresh (sent with the stale token) counts against the key too."""
         if isinstance(body, dict) and isinstance(body.get("apiKey"), str):
             return str(body["apiKey"])
-        auth = request.headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            with contextlib.suppress(AuthFailure):
-                return self.sessions.check(auth).api_key
-        return f"anon:{request.remote}"
+        api_key = self.sessions.api_key_of(request.headers.get("Authorization"))
+        return api_key or f"anon:{request.remote}"
 
     # ---- auth ---------------------------------------------------------------------------
 

@@ -122,6 +122,14 @@ class SessionStore:
                 raise AuthFailure(CODE_TOKEN_EXPIRED, "access token expired")
             return session
 
+    def api_key_of(self, authorization: str | None) -> str | None:
+        """The apiKey a bearer token was issued to, live or not (for rate metering)."""
+        if not authorization or not authorization.startswith("Bearer "):
+            return None
+        with self._lock:
+            session = self._by_access.get(authorization[len("Bearer ") :].strip())
+            return session.api_key if session else None
+
     def revoke_all(self) -> None:
         """Fault: another login killed every session (refresh tokens die with them)."""
         with self._lock:
