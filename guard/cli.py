@@ -164,7 +164,11 @@ def cmd_history(args: argparse.Namespace) -> int:
                "COALESCE(o.outcome, 'PENDING'), COALESCE(o.cancelled_qty, ''), "
                "COALESCE(o.final_status, ''), COALESCE(o.detail, '') FROM intents i "
                "LEFT JOIN outcomes o ON o.intent_id = i.id WHERE i.created_at >= ?")
-        params: list[object] = [args.since.isoformat() if args.since else ""]
+        # Journal times are exchange time, ISO text: compare in that zone, or "--since ...Z"
+        # would be compared as text against "+07:00" stamps and pick the wrong rows.
+        since = (args.since.astimezone(EXCHANGE_TZ).isoformat(timespec="milliseconds")
+                 if args.since else "")
+        params: list[object] = [since]
         if args.account:
             sql += " AND i.account = ?"
             params.append(args.account)
