@@ -41,12 +41,24 @@ class _Proc:
             self.lines.append(line.rstrip("\n"))
 
     def stop(self) -> tuple[int, str]:
+        """SIGTERM, then the exit code and stderr; the pipes are closed."""
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
         code = self.popen.wait(timeout=10)
         self._reader.join(timeout=5)
         assert self.popen.stderr is not None
-        return code, self.popen.stderr.read()
+        stderr = self.popen.stderr.read()
+        self.close()
+        return code, stderr
+
+    def close(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+        self._reader.join(timeout=5)
+        for pipe in (self.popen.stdout, self.popen.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 @pytest.fixture
@@ -57,9 +69,7 @@ def simulator_cli(tmp_path: Path) -> Iterator[tuple[_Proc, Path]]:
     try:
         yield proc, env_file
     finally:
-        if proc.popen.poll() is None:
-            proc.popen.kill()
-            proc.popen.wait(timeout=10)
+        proc.close()
 
 
 def _env(path: Path) -> dict[str, str]:

@@ -36,7 +36,7 @@ def test_a_burst_past_10_per_second_is_429_with_retry_after(sim: Simulator, sdk:
     ok = [r for r in replies if r.status_code == 200]
     refused = [r for r in replies if r.status_code == 429]
     assert len(ok) + len(refused) == 25
-    assert 9 <= len(ok) <= 15 and len(refused) >= 10
+    assert len(ok) >= 9 and len(refused) >= 5  # a burst of 10, plus what refills meanwhile
     assert sim.buckets.refused == len(refused)
 
     for reply in refused:
@@ -75,7 +75,7 @@ def test_a_refresh_with_a_stale_token_counts_against_the_api_key(sim: Simulator,
 def test_sdk_with_its_limiter_off_gets_rate_limit_errors_on_cancels(
     sim: Simulator, async_sdk: Any
 ) -> None:
-    ids = [sim.seed_order(ACCT, "SSI") for _ in range(15)]
+    ids = [sim.seed_order(ACCT, "SSI") for _ in range(25)]
 
     async def run() -> list[Any]:
         async with async_sdk(rate_limit_per_second=0) as (_, trading):
@@ -90,8 +90,8 @@ def test_sdk_with_its_limiter_off_gets_rate_limit_errors_on_cancels(
         assert (error.status_code, error.retry_after_ms) == (429, 1000.0)
         assert (error.limit, error.remaining) == (10, 0)
         assert sim.order(order_id).status == "QU"  # lost: a DELETE is never retried
-    assert len(sim.requests_to("DELETE", "/api/v3/trading/order")) == 15
-    assert len(sim.accepted_cancels()) == 15 - len(limited)
+    assert len(sim.requests_to("DELETE", "/api/v3/trading/order")) == 25
+    assert len(sim.accepted_cancels()) == 25 - len(limited)
 
 
 def test_the_sdk_limiter_keeps_25_sequential_gets_free_of_429(sim: Simulator, sdk: Any) -> None:
