@@ -1,0 +1,207 @@
+"""Rule evaluation vs one order-book fetch: is the engine negligible next to the I/O it follows?
+
+In one run, interleaved so that both see the same machine noise:
+- ``guard.evaluate.engine.evaluate`` over 10,000 orders (3 accounts, HOSE/HNX/UPCoM symbols,
+  varied sides, types, statuses, fills and ages) against 20 rules (max_age, before_close and at
+  triggers, with account, board, symbol-glob, side, type, status, partial-fill and quantity
+  filters), and over 1,000 of those orders directly;
+- one ``get_historical_orders`` of a 1,000-order book from the simulator through the real SDK
+  (``AsyncAuth``/``AsyncTrading``), on loopback with NO added latency: the cheapest a fetch can
+  be, so the hardest case for the ratio. For context only, the same fetch with 20 ms added
+  (the latency bench/sweep.py models) is timed too.
+
+Each figure is the median of REPEATS repetitions. The target: evaluating 1,000 orders costs under
+5% of fetching 1,000 (judged on the larger of the two evaluation figures: 10,000/10 and 1,000
+timed directly). Exit status 1 on FAIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import sys
+import time
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from ssi_sdk import AsyncAuth, AsyncTrading
+
+from guard.clock import EXCHANGE_TZ, FakeClock
+from guard.config.loader import load_rules_text
+from guard.evaluate.boards import BoardMap
+from guard.evaluate.engine import evaluate
+from guard.market.holidays import build_calendar
+from guard.simulator.control import DEFAULT_SYMBOLS, Simulator
+from guard.simulator.faults import Fault
+from guard.snapshot.model import BookOrder
+
+REPEATS = 7
+INNER_1K = 10  # 1,000-order evaluations per timed sample (then divided)
+ORDERS = 10_000
+FETCH = 1_000
+TARGET_PCT = 5.0
+ACCOUNTS = ("0001234", "0001238", "0002001")
+NOW = datetime(2026, 11, 23, 14, 26, 0, tzinfo=EXCHANGE_TZ)  # Monday, 4 min before HOSE ATC
+
+RULES = """\
+version: 1
+accounts: ["0001234", "0001238", "0002001"]
+dry_run: false
+cancellable: [WA, RS, SD, QU, PF, PD]
+limits: {max_cancels_per_sweep: 100000}
+protect: {client_request_id_prefixes: ["keep-", "hedge-"]}
+holidays: ["2026-12-31"]
+boards: {VEA: UPCOM}
+rules:
+  - {name: stale-15m, max_age: 15m}
+  - {name: stale-hose-buys, max_age: 5m, match: {boards: [HOSE], sides: [B]}}
+  - {name: stale-hnx-sells, max_age: 10m, match: {boards: [HNX], sides: [S]}}
+  - {name: stale-upcom, max_age: 30m, match: {boards: [UPCOM]}}
+  - {name: stale-banks, max_age: 2m, match: {symbols: ["VCB", "CTG", "BID", "TCB"]}}
+  - {name: stale-v-glob, max_age: 7m, match: {symbols: ["V*"]}}
+  - {name: stale-big, max_age: 3m, match: {min_remaining_qty: 5000}}
+  - {name: stale-queued-only, max_age: 20m, match: {statuses: [QU]}}
+  - {name: stale-no-partials, max_age: 25m, match: {partially_filled: skip}}
+  - {name: stale-acct2, max_age: 1h, match: {accounts: ["0001238"]}}
+  - {name: stale-mtl, max_age: 1m, match: {order_types: [MTL, MP]}}
+  - {name: stale-glob-mix, max_age: 45m, match: {symbols: ["S?I", "F*", "[HM]*"], sides: [S]}}
+  - {name: close-hose, before_close: 5m, match: {boards: [HOSE]}}
+  - {name: close-hnx-buys, before_close: 10m, match: {boards: [HNX], sides: [B]}}
+  - {name: close-upcom, before_close: 15m, match: {boards: [UPCOM]}}
+  - {name: close-all-big, before_close: 30m, match: {min_remaining_qty: 10000}}
+  - {name: lunch, at: ["11:25"], match: {boards: [HOSE, HNX]}}
+  - {name: fixed-times, at: ["09:30", "10:45", "14:26"], at_window: 2m, match: {sides: [S]}}
+  - {name: fixed-acct3, at: ["14:25:30"], match: {accounts: ["0002001"], statuses: [QU, PF]}}
+  - {name: fixed-derivs, at: ["14:20"], match: {boards: [DER]}}
+"""
+
+# Extra symbols so the board map and the globs have real work: (symbol, board).
+_MORE = [(f"{a}{b}{c}", board)
+         for a, board in (("A", "HOSE"), ("B", "HNX"), ("C", "UPCOM"), ("V", "HOSE"))
+         for b in "ABCDEFGH" for c in "KLMN"]
+SYMBOLS = [(s.symbol, s.board) for s in DEFAULT_SYMBOLS if s.board != "DERIVATIVES"] + _MORE
+STATUSES = ("QU",) * 10 + ("PF",) * 3 + ("WA", "RS", "SD", "PD", "WC", "FF", "CL", "RJ", "FFPC")
+TYPES = ("LO",) * 8 + ("MTL", "MP", "ATC")
+
+
+def make_orders(n: int, rng: random.Random) -> list[BookOrder]:
+    orders = []
+    for i in range(n):
+        symbol, _ = rng.choice(SYMBOLS)
+        qty = rng.choice((100, 500, 1000, 5000, 20000))
+        status = rng.choice(STATUSES)
+        filled = qty // 2 if status in ("PF", "FFPC") else (qty if status == "FF" else 0)
+        cancelled = qty - filled if status in ("CL", "FFPC") else 0
+        order_type = rng.choice(TYPES)
+        market = order_type != "LO"
+        orders.append(BookOrder(
+            account=rng.choice(ACCOUNTS), order_id=f"{i:08d}",
+            client_request_id=rng.choice(("keep-1", "hedge-7", "")) + f"c{i}"
+            if rng.random() < 0.05 else f"c{i}",
+            symbol=symbol, side=rng.choice("BS"), order_type=order_type,
+            price=None if market else Decimal(rng.randrange(10_000, 120_000, 50)),
+            price_word=order_type if market else None,
+            quantity=qty, filled=filled, cancelled=cancelled, status=status,
+            input_time=NOW - timedelta(seconds=rng.randrange(0, 5 * 3600)),
+        ))
+    return orders
+
+
+def time_evaluate(orders: list[BookOrder], rules: object, calendar: object, boards: object,
+                  inner: int = 1) -> float:
+    t = time.perf_counter()
+    for _ in range(inner):
+        evaluate(orders, rules, NOW, calendar, boards)  # type: ignore[arg-type]
+    return (time.perf_counter() - t) / inner
+
+
+async def time_fetch(trading: AsyncTrading, account: str, day: str) -> tuple[float, int]:
+    t = time.perf_counter()
+    book = await trading.portfolio.get_historical_orders(account, day, day)
+    return time.perf_counter() - t, len(book)
+
+
+async def run() -> int:
+    rng = random.Random(20261123)
+    rules = load_rules_text(RULES, "bench-evaluate.yaml")
+    calendar = build_calendar(rules.holidays)
+    boards = BoardMap(NOW.date(), SYMBOLS, rules.boards)
+    orders = make_orders(ORDERS, rng)
+    first_k = orders[:FETCH]
+    decisions = evaluate(orders, rules, NOW, calendar, boards)
+    matched = sum(1 for d in decisions if d.matches)
+    to_cancel = sum(1 for d in decisions if d.cancel)
+
+    sim = Simulator(clock=FakeClock(NOW.replace(hour=10, minute=0)), rate_limit=10,
+                    key_bits=1024, accounts=(ACCOUNTS[0],))
+    sim.start()
+    try:
+        hose = [s for s in DEFAULT_SYMBOLS if s.board == "HOSE"]
+        for i in range(FETCH):
+            s = hose[i % len(hose)]
+            sim.seed_order(ACCOUNTS[0], s.symbol, side="BS"[i % 2], price=s.ref_price,
+                           quantity=100,
+                           age=timedelta(minutes=i % 60))
+        day = NOW.strftime("%Y/%m/%d")
+        evals_10k: list[float] = []
+        evals_1k: list[float] = []
+        fetches: list[float] = []
+        fetches_20ms: list[float] = []
+        # The SDK's defaults (10/s limiter); reads are spaced so no limiter wait is timed.
+        async with AsyncAuth(sim.sdk_config(log_level="WARNING")) as auth:
+            await auth.authenticate(otp=sim.credentials.otp)
+            trading = AsyncTrading(auth)
+            await time_fetch(trading, ACCOUNTS[0], day)  # warm the connection and the parser
+            time_evaluate(orders, rules, calendar, boards)  # warm caches
+            for _ in range(REPEATS):
+                await asyncio.sleep(1.0)  # both rate buckets full again: no pause in the read
+                took, rows = await time_fetch(trading, ACCOUNTS[0], day)
+                if rows != FETCH:
+                    raise SystemExit(f"fetched {rows} orders, expected {FETCH}")
+                fetches.append(took)
+                sim.inject(Fault("latency", seconds=0.02, times=1))
+                fetches_20ms.append((await time_fetch(trading, ACCOUNTS[0], day))[0])
+                evals_10k.append(time_evaluate(orders, rules, calendar, boards))
+                evals_1k.append(time_evaluate(first_k, rules, calendar, boards, INNER_1K))
+    finally:
+        sim.stop()
+
+    fetch = statistics.median(fetches)
+    e10k = statistics.median(evals_10k)
+    per_1k_from_10k = e10k / 10
+    per_1k_direct = statistics.median(evals_1k)
+    worst = max(per_1k_from_10k, per_1k_direct)
+    pct = 100 * worst / fetch
+
+    print(f"bench/evaluate.py: {ORDERS:,} orders x {len(rules.rules)} rules at "
+          f"{NOW:%Y-%m-%d %H:%M} exchange time ({len(decisions):,} live orders, {matched:,} "
+          f"matched, {to_cancel:,} to cancel); fetch = get_historical_orders of a {FETCH:,}-order "
+          "book from the simulator via the real SDK, loopback, no added latency; "
+          f"median of {REPEATS} interleaved repetitions\n")
+    print(f"{'measurement':<44} {'median ms':>10} {'min ms':>8} {'max ms':>8}")
+    print(f"{'evaluate 10,000 orders':<44} {e10k * 1e3:>10.2f} {min(evals_10k) * 1e3:>8.2f} "
+          f"{max(evals_10k) * 1e3:>8.2f}")
+    print(f"{'evaluate 1,000 orders (10,000 / 10)':<44} {per_1k_from_10k * 1e3:>10.2f}")
+    print(f"{'evaluate 1,000 orders (timed directly)':<44} {per_1k_direct * 1e3:>10.2f} "
+          f"{min(evals_1k) * 1e3:>8.2f} {max(evals_1k) * 1e3:>8.2f}")
+    print(f"{'fetch 1,000 orders (get_historical_orders)':<44} {fetch * 1e3:>10.2f} "
+          f"{min(fetches) * 1e3:>8.2f} {max(fetches) * 1e3:>8.2f}")
+    fetch_20 = statistics.median(fetches_20ms)
+    print(f"{'fetch 1,000 orders, +20 ms latency (context)':<44} {fetch_20 * 1e3:>10.2f} "
+          f"{min(fetches_20ms) * 1e3:>8.2f} {max(fetches_20ms) * 1e3:>8.2f}")
+    print(f"\nevaluating 1,000 orders = {100 * per_1k_from_10k / fetch:.1f}% (from 10,000) / "
+          f"{100 * per_1k_direct / fetch:.1f}% (direct) of fetching 1,000; "
+          f"{100 * worst / fetch_20:.1f}% of a fetch with 20 ms latency (context, not judged)")
+    ok = pct < TARGET_PCT
+    print(f"\n  {'PASS' if ok else 'FAIL'}  evaluating 1,000 orders costs {pct:.1f}% of fetching "
+          f"1,000 (target < {TARGET_PCT:g}%, judged on the larger figure)")
+    return 0 if ok else 1
+
+
+def main() -> int:
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
