@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
 from ssi_sdk import RateLimitError
 
+from guard.clock import EXCHANGE_TZ, FakeClock
 from guard.simulator.control import Simulator
 from guard.simulator.faults import Fault
 
@@ -62,14 +64,24 @@ def test_the_limit_is_per_api_key_and_refills(sim: Simulator, sdk: Any,
     assert time.monotonic() - started < 1.0  # 10/s: a token is back within 0.1 s or so
 
 
-def test_a_refresh_with_a_stale_token_counts_against_the_api_key(sim: Simulator,
-                                                                 sdk: Any) -> None:
-    auth, _ = sdk(rate_limit_per_second=0)
-    sim.expire_tokens()
-    replies = _burst(sim, auth.token.access_token, 20)  # expired: 401s, then 429s
-    assert {r.status_code for r in replies} == {401, 429}
-    with pytest.raises(RateLimitError):
-        auth.refresh()  # the same apiKey's bucket, though its bearer token is stale
+def test_a_refresh_with_a_stale_token_counts_against_the_api_key() -> None:
+    # 1 request/s: the login spends the key's only token for a whole second.
+    clock = FakeClock(datetime(2026, 11, 23, 10, tzinfo=EXCHANGE_TZ))
+    with Simulator(clock=clock, key_bits=1024, rate_limit=1) as sim, httpx.Client(
+        base_url=sim.url
+    ) as client:
+        c = sim.credentials
+        login = client.post("/api/v3/auth/token",
+                            json={"apiKey": c.api_key, "apiSecret": c.api_secret, "otp": c.otp})
+        assert login.headers["X-RateLimit-Remaining"] == "0"
+        token = login.json()["data"]
+        sim.expire_tokens()
+        refresh = client.post("/api/v3/auth/refresh",
+                              json={"refreshToken": token["refreshToken"]},
+                              headers={"Authorization": f"Bearer {token['accessToken']}"})
+        # Metered under the apiKey its stale bearer token names, not as an anonymous caller.
+        assert refresh.status_code == 429
+        assert client.get(INFO).status_code == 401  # an anonymous caller has its own bucket
 
 
 def test_sdk_with_its_limiter_off_gets_rate_limit_errors_on_cancels(
