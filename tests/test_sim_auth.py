@@ -76,6 +76,7 @@ def test_wrong_secret_or_otp_is_refused(sim: Simulator, sdk: Any, wrong: str, co
 
 def test_async_otp_login_and_wrong_otp(sim: Simulator) -> None:
     async def run() -> tuple[int, list[str]]:
+        code = 0
         async with AsyncAuth(sim.sdk_config()) as auth:
             try:
                 await auth.authenticate(otp=_other_otp(sim.credentials.otp))
@@ -200,6 +201,7 @@ def test_async_refresh_reuse(sim: Simulator) -> None:
             await auth.authenticate(otp=sim.credentials.otp)
             await thief.set_token(Token.from_dict(auth.token.to_dict()))
             await auth.refresh()
+            code = 0
             try:
                 await thief.refresh()
             except ReauthenticationRequired as exc:

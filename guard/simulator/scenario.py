@@ -38,9 +38,7 @@ def seed_demo(sim: Simulator) -> dict[str, str]:
     }
     sim.fill(ids["stale-partial"], 400)
     sim.fill(ids["filled"])
-    with sim.exchange.lock:
-        sim.exchange.orders[ids["rejected-later"]].status = "RJ"
-        sim.exchange.orders[ids["rejected-later"]].message = "price out of band"
+    sim.set_status(ids["rejected-later"], "RJ", message="price out of band")
     return ids
 
 
