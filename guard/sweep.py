@@ -26,7 +26,7 @@ from guard.evaluate.engine import Decision, evaluate
 from guard.market.calendar import MarketCalendar
 from guard.record.journal import Journal
 from guard.snapshot.boards import BoardResolver
-from guard.snapshot.fetch import read_cash, take_snapshot
+from guard.snapshot.fetch import Snapshot, read_cash, take_snapshot
 
 __all__ = ["SweepContext", "SweepReport", "run_sweep"]
 
@@ -162,6 +162,22 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
 
     plan = plan_cancels(decisions, max_cancels=rules.limits.max_cancels_per_sweep,
                         dry_run=dry, paused=ctx.paused, in_flight=ctx.in_flight)
+    # Claim the targets at once, with no await between planning and claiming: a sweep that
+    # overlaps this one (a poll beside a fixed-time sweep) must see them as in flight, or
+    # both would send a cancel for the same order.
+    claimed = {t.key for b in plan.batches for t in b}
+    ctx.in_flight.update(claimed)
+    try:
+        return await _act(ctx, trigger, log, t0, now, sweep_id, dry, snapshot, decisions, plan)
+    finally:
+        ctx.in_flight.difference_update(claimed)
+
+
+async def _act(ctx: SweepContext, trigger: str, log: Any, t0: float, now: datetime,
+               sweep_id: int, dry: bool, snapshot: Snapshot, decisions: list[Decision],
+               plan: CancelPlan) -> SweepReport:
+    """Send, confirm, release and record what ``plan`` says; the report of the sweep."""
+    rules = ctx.rules
     ctx.journal.decisions(sweep_id, _decision_rows(decisions, plan))
     if plan.tripped:
         by_rule = Counter(r for t in plan.targets for r in t.rules)
@@ -176,15 +192,11 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
     if plan.batches:
         accounts = sorted({t.order.account for t in plan.targets})
         before = await read_cash(ctx.broker, accounts, log)
-        ctx.in_flight.update(t.key for t in plan.targets)
-        try:
-            t_send = time.monotonic()
-            sent = await send_plan(plan, broker=ctx.broker, journal=ctx.journal,
-                                   sweep_id=sweep_id, clock=ctx.wall, log=log)
-            outcomes = await confirm(sent, broker=ctx.broker, log=log, sent_at=t_send,
-                                     timeout=rules.limits.confirm_timeout)
-        finally:
-            ctx.in_flight.difference_update(t.key for t in plan.targets)
+        t_send = time.monotonic()
+        sent = await send_plan(plan, broker=ctx.broker, journal=ctx.journal,
+                               sweep_id=sweep_id, clock=ctx.wall, log=log)
+        outcomes = await confirm(sent, broker=ctx.broker, log=log, sent_at=t_send,
+                                 timeout=rules.limits.confirm_timeout)
         for outcome in outcomes:
             order = outcome.sent.target.order
             ctx.journal.outcome(outcome.sent.intent_id, ctx.wall(), order.account,

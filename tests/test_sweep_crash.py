@@ -16,7 +16,6 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from conftest import wait_until
 from sweep_kit import (
     ACCT,
     BATCH,
@@ -120,35 +119,6 @@ def test_check_never_reconciles_a_live_guards_intents(sim: Simulator, tmp_path: 
         assert j.query("SELECT COUNT(*) FROM outcomes") == [(0,)]
         assert [i.intent_id for i in j.open_intents()] == [intent]
     assert [r for r in sim.requests if r.method == "DELETE"] == []
-
-
-def test_a_sweep_beside_an_in_flight_sweep_leaves_its_intents_alone(
-    sim: Simulator, tmp_path: Path
-) -> None:
-    """Two sweeps of one guard overlap (a poll while a slow batch is on the wire): the second
-    must not call the first's intents orphans, nor send their orders again."""
-    ids = [sim.seed_order(ACCT, "SSI", age=STALE) for _ in range(2)]
-    sim.inject(Fault("latency", "DELETE", BATCH, seconds=0.6))
-    guard = Guard(sim, tmp_path / "state", rules_text())
-
-    async def both() -> tuple[str, str]:
-        async with guard.context() as ctx:
-            first = asyncio.create_task(run_sweep(ctx, "first"))
-            # Start the second once the first's batch is on the wire (a thread polls the
-            # simulator; the event loop must stay free to run the first sweep).
-            arrived = await asyncio.to_thread(
-                wait_until, lambda: bool(sim.requests_to("DELETE", BATCH)), 5.0)
-            assert arrived
-            second = await run_sweep(ctx, "second")
-            return (await first).result, second.result
-
-    first, second = asyncio.run(both())
-    assert first == "ok" and second == "nothing_to_do"
-    assert sorted(sim.accepted_cancels()) == sorted(ids)
-    assert len(sim.requests_to("DELETE", BATCH)) == 1
-    got = outcomes(guard.journal_path)
-    assert {k: [r[0] for r in v] for k, v in got.items()} == {i: ["cancelled"] for i in ids}
-    assert_one_outcome_per_intent(guard.journal_path)
 
 
 def _intent_count(path: Path) -> int:

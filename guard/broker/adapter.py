@@ -12,6 +12,7 @@ SDK/httpx failures into a small, honest set of errors:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -201,10 +202,12 @@ class Broker:
         # SSI_OTP logs in once at most: after that only `ssi-guard login` may, or two guards
         # on one API key would keep killing each other's sessions.
         self._otp_spent = False
+        self._session_lock: asyncio.Lock | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def open(self) -> None:
+        self._session_lock = asyncio.Lock()
         self._auth = AsyncAuth(self.config)
         self._trading = AsyncTrading(self._auth)
         self._data = AsyncData(self._auth)
@@ -297,7 +300,18 @@ class Broker:
 
     async def ensure_session(self) -> None:
         """Make sure a usable token is held: pick up a fresh login from the cache, refresh
-        ahead of expiry, or log in with ``SSI_OTP``. Never prompts."""
+        ahead of expiry, or log in with ``SSI_OTP``. Never prompts.
+
+        Callers are serialised: two sweeps starting together must not both log in (the
+        second login ends the first session, and ``SSI_OTP`` may only be spent once), nor
+        find the OTP spent while the first login is still on the wire.
+        """
+        if self._session_lock is None:
+            raise RuntimeError("Broker is not open")
+        async with self._session_lock:
+            await self._ensure_session()
+
+    async def _ensure_session(self) -> None:
         if self.cache is not None and self.cache.mtime() != self._cache_mtime:
             await self._load_cached_token()
         token = self.auth.token
