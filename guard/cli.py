@@ -227,6 +227,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(args.rules, force_dry_run=args.dry_run)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from guard.demo import run_demo
+
+    return run_demo(Path(args.rules), sys.stdout,
+                    Path(args.state_dir) if args.state_dir else None)
+
+
 # ---- parser -----------------------------------------------------------------------------
 
 
@@ -237,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ssi-guard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="one trading day on the embedded simulator (no account)")
+    p.add_argument("--rules", default="rules.yaml", help="rules file (default: rules.yaml)")
+    p.add_argument("--state-dir", help="keep the demo's journal here (default: a temp dir)")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulator", help="run the SSI FastConnect-compatible simulator")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 picks a free one)")

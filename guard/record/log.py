@@ -30,14 +30,23 @@ def _shared() -> list[Processor]:
 
 
 def configure_logging(
-    level: str = "INFO", fmt: Format = "auto", stream: TextIO | None = None
+    level: str = "INFO",
+    fmt: Format = "auto",
+    stream: TextIO | None = None,
+    renderer_override: Processor | None = None,
 ) -> None:
-    """Configure structlog and stdlib logging once for the process."""
+    """Configure structlog and stdlib logging once for the process.
+
+    ``renderer_override`` replaces the JSON/console renderer (the demo's narrative view); the
+    redaction step still runs before it.
+    """
     out = stream or sys.stdout
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: Processor
     final: list[Processor]
-    if use_console:
+    if renderer_override is not None:
+        final = [structlog.processors.format_exc_info, Redactor(), renderer_override]
+    elif use_console:
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
         final = [structlog.processors.format_exc_info, Redactor(), renderer]
     else:

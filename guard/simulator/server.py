@@ -214,8 +214,10 @@ class SimServer:
 
         key = self._rate_key(request, body)
         admission = self.buckets.admit(key)
-        rl_headers = {"X-RateLimit-Limit": str(admission.limit),
-                      "X-RateLimit-Remaining": str(admission.remaining)}
+        # No quota headers when limiting is off: "Remaining: 0" would make the SDK pause.
+        rl_headers = {} if self.buckets.rate <= 0 else {
+            "X-RateLimit-Limit": str(admission.limit),
+            "X-RateLimit-Remaining": str(admission.remaining)}
         if not admission.allowed:
             record.status = 429
             retry = max(1, int(admission.retry_after + 0.999))

@@ -1,0 +1,346 @@
+"""The long-running guard: sweeps on schedule, survives lost sessions, reloads on SIGHUP,
+stops cleanly on SIGTERM, and tells systemd the truth about its health.
+
+``Daemon`` holds the behaviour and is driven by a scheduler: APScheduler in production
+(``run_daemon``), or the virtual clock of ``ssi-guard demo``. Both call ``Daemon.fire``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import signal
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from guard.config.loader import load_rules
+from guard.errors import (
+    BrokerReplyError,
+    BrokerUnavailable,
+    ConfigError,
+    GuardError,
+    ReauthRequired,
+)
+from guard.health import Health, write_status
+from guard.market.holidays import build_calendar
+from guard.notify import Notifier
+from guard.schedule.scheduler import SchedulerDriver
+from guard.schedule.triggers import JobSpec, plan_jobs
+from guard.sweep import SweepContext, SweepReport, run_sweep
+
+__all__ = ["Daemon", "run_daemon"]
+
+REAUTH_REPEAT_S = 300.0  # repeat the re-auth error every 5 minutes, not every poll
+RECOVERY_PROBE_S = 5.0  # how often a degraded daemon checks for a new login
+FAILURES_BEFORE_DEGRADED = 3
+
+
+class Daemon:
+    """Sweeps, health and lifecycle. ``fire`` is the one entry point schedulers call."""
+
+    def __init__(
+        self,
+        ctx: SweepContext,
+        rules_path: Path,
+        *,
+        notifier: Notifier | None = None,
+        log: Any = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        recovery_probe_s: float = RECOVERY_PROBE_S,
+        reauth_repeat_s: float = REAUTH_REPEAT_S,
+    ) -> None:
+        self.ctx = ctx
+        self.rules_path = rules_path
+        self.notifier = notifier or Notifier({})
+        self.log = log or structlog.get_logger("guard")
+        self.health = Health()
+        self.jobs: list[JobSpec] = plan_jobs(ctx.rules, ctx.calendar)
+        self.driver: SchedulerDriver | None = None
+        self.reports: list[SweepReport] = []  # the last 50, for the demo and tests
+        self.sweeps_run = 0
+        self._monotonic = monotonic
+        self._recovery_probe_s = recovery_probe_s
+        self._reauth_repeat_s = reauth_repeat_s
+        self._sweep_lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._current: asyncio.Task[Any] | None = None
+        self._reauth_logged = -math.inf
+        self._failures = 0
+        self._idle_logged_until: datetime | None = None
+        self._warned_years: set[int] = set()
+
+    # ---- health -------------------------------------------------------------------------
+
+    def _set_health(self, **changes: Any) -> None:
+        before = self.health
+        self.health = self.health.with_(**changes)
+        if self.driver is not None:
+            self.health = self.health.with_(
+                next_sweeps={
+                    k: v.isoformat(timespec="seconds")
+                    for k, v in self.driver.next_fire_times().items()
+                }
+            )
+        with contextlib.suppress(OSError):
+            write_status(self.ctx.state_dir, self.health, self.ctx.wall())
+        self.notifier.status(self.health.one_line())
+        if before.state != self.health.state:
+            event = self.log.info if self.health.state == "healthy" else self.log.warning
+            event(
+                "health.changed",
+                state=self.health.state,
+                reason=self.health.reason,
+                previous=before.state,
+            )
+
+    def _degrade_reauth(self, exc: ReauthRequired) -> None:
+        now = self._monotonic()
+        if now - self._reauth_logged >= self._reauth_repeat_s:
+            self._reauth_logged = now
+            self.log.error(
+                "auth.reauth_required",
+                reason=str(exc),
+                action="run `ssi-guard login` on the host; the guard recovers by itself",
+            )
+        self._set_health(state="degraded", reason=f"re-authentication required: {exc}")
+
+    def _check_holiday_data(self) -> None:
+        year = self.ctx.clock().year
+        if year not in self._warned_years and not self.ctx.calendar.has_holiday_data(year):
+            self._warned_years.add(year)
+            self.log.warning(
+                "calendar.no_holiday_data",
+                year=year,
+                action="add this year's exchange holidays to rules.yaml `holidays:`",
+            )
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reconcile, probe the broker once, then tell systemd READY (healthy or degraded)."""
+        self._check_holiday_data()
+        try:
+            await self.ctx.broker.ensure_session()
+            await self.ctx.broker.orders(self.ctx.rules.accounts[0], self.ctx.clock().date())
+        except ReauthRequired as exc:
+            self._degrade_reauth(exc)
+        except (BrokerUnavailable, BrokerReplyError) as exc:
+            self.log.error("broker.unavailable", error=str(exc))
+            self._set_health(state="degraded", reason=f"broker unavailable: {exc}")
+        else:
+            self._set_health(
+                state="healthy", reason="", token_expires_at=self.ctx.broker.token_expires_at
+            )
+        self.log.info(
+            "daemon.ready",
+            state=self.health.state,
+            reason=self.health.reason,
+            dry_run=self.ctx.dry_run,
+            accounts=list(self.ctx.rules.accounts),
+            jobs=[j.job_id for j in self.jobs],
+        )
+        self.notifier.ready(self.health.one_line())
+
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            self.log.info("daemon.stopping", running_sweep=self._current is not None)
+            self.notifier.stopping()
+            self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def drain(self) -> None:
+        """Let a running sweep finish its confirmation, within its own deadline plus a margin."""
+        task = self._current
+        if task is None or task.done():
+            return
+        bound = self.ctx.rules.limits.confirm_timeout.total_seconds() + 15
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=bound)
+        except TimeoutError:
+            self.log.error("daemon.drain_timeout", seconds=bound)
+        except Exception:
+            self.log.debug("daemon.drained_with_error")
+
+    def reload(self) -> bool:
+        """SIGHUP: load rules.yaml again; an invalid file keeps the old rules."""
+        try:
+            rules = load_rules(self.rules_path)
+        except ConfigError as exc:
+            self.log.error(
+                "rules.reload_failed",
+                path=str(self.rules_path),
+                problems=exc.messages,
+                kept="previous rules",
+            )
+            return False
+        self.ctx.rules = rules
+        self.ctx.calendar = build_calendar(rules.holidays)
+        self.jobs = plan_jobs(rules, self.ctx.calendar)
+        if self.driver is not None:
+            self.driver.replace(self.jobs)
+        self.log.info(
+            "rules.reloaded",
+            path=str(self.rules_path),
+            rules=len(rules.rules),
+            dry_run=self.ctx.dry_run,
+            jobs=[j.job_id for j in self.jobs],
+        )
+        self._set_health()
+        return True
+
+    # ---- sweeps -------------------------------------------------------------------------
+
+    async def fire(self, job: JobSpec) -> SweepReport | None:
+        """Run the sweep ``job`` asks for, unless stopping, degraded, or another is running
+        (a critical job waits for it; a poll is skipped)."""
+        if self.stopping:
+            return None
+        if self.health.state == "degraded" and self.health.reason.startswith("re-auth"):
+            self.log.debug("sweep.skipped", job=job.job_id, reason=self.health.reason)
+            return None
+        if self._sweep_lock.locked() and not job.critical:
+            self.log.info("sweep.skipped", job=job.job_id, reason="another sweep is running")
+            return None
+        async with self._sweep_lock:
+            if self.stopping:
+                return None
+            self._current = asyncio.current_task()
+            try:
+                return await self._sweep(job)
+            finally:
+                self._current = None
+
+    async def _sweep(self, job: JobSpec) -> SweepReport | None:
+        self._check_holiday_data()
+        try:
+            report = await run_sweep(self.ctx, job.job_id)
+        except ReauthRequired as exc:
+            self._degrade_reauth(exc)
+            return None
+        except GuardError as exc:
+            self._failures += 1
+            self.log.error(
+                "sweep.failed", job=job.job_id, error=str(exc), consecutive=self._failures
+            )
+            if self._failures >= FAILURES_BEFORE_DEGRADED:
+                self._set_health(state="degraded", reason=f"{self._failures} sweeps failed: {exc}")
+            return None
+        except Exception as exc:
+            self._failures += 1
+            self.log.exception("sweep.crashed", job=job.job_id, error=type(exc).__name__)
+            return None
+        self._failures = 0
+        self.sweeps_run += 1
+        self.reports.append(report)
+        del self.reports[:-50]
+        stamp = self.ctx.wall().isoformat(timespec="seconds")
+        changes: dict[str, Any] = {
+            "last_sweep_at": stamp,
+            "last_sweep_result": report.result,
+            "token_expires_at": self.ctx.broker.token_expires_at,
+        }
+        if report.complete:
+            changes["last_ok_sweep_at"] = stamp
+        if self.health.state != "healthy" and not report.unread_accounts:
+            changes.update(state="healthy", reason="")
+        self._set_health(**changes)
+        self._log_idle(job)
+        return report
+
+    def _log_idle(self, job: JobSpec) -> None:
+        """Say once, not every poll, that the market is shut until the next window."""
+        if job.job_id != "poll":
+            return
+        poll = next((j for j in self.jobs if j.job_id == "poll"), None)
+        if poll is None:
+            return
+        now = self.ctx.clock()
+        interval = self.ctx.rules.poll_every
+        upcoming = poll.trigger.get_next_fire_time(now, now)
+        idle = upcoming is not None and upcoming - now > interval + timedelta(seconds=1)
+        if idle and self._idle_logged_until != upcoming:
+            self._idle_logged_until = upcoming
+            self.log.info(
+                "market.closed",
+                until=upcoming.isoformat(timespec="seconds"),
+                reason="no guarded board accepts cancels until then",
+            )
+
+    # ---- background loops ---------------------------------------------------------------
+
+    async def watchdog_loop(self) -> None:
+        """``WATCHDOG=1`` from the event loop itself: a hung loop stops pinging and systemd
+        restarts the service."""
+        interval = self.notifier.watchdog_interval_s
+        if interval is None:
+            return
+        while not self.stopping:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def recovery_loop(self) -> None:
+        """While re-authentication is required, watch for a new login and resume by itself."""
+        while not self.stopping:
+            await asyncio.sleep(self._recovery_probe_s)
+            if not (self.health.state == "degraded" and self.health.reason.startswith("re-auth")):
+                continue
+            try:
+                await self.ctx.broker.ensure_session()
+                await self.ctx.broker.orders(self.ctx.rules.accounts[0], self.ctx.clock().date())
+            except ReauthRequired as exc:
+                self._degrade_reauth(exc)
+            except GuardError as exc:
+                self.log.warning("auth.probe_failed", error=str(exc))
+            else:
+                self._reauth_logged = -math.inf
+                self.log.info("auth.recovered")
+                self._set_health(
+                    state="healthy", reason="", token_expires_at=self.ctx.broker.token_expires_at
+                )
+
+
+async def _serve(rules_path: str, force_dry_run: bool) -> int:
+    from guard.runtime import open_guard
+
+    log = structlog.get_logger("guard")
+    notifier = Notifier()
+    async with open_guard(rules_path, force_dry_run=force_dry_run, log=log) as ctx:
+        daemon = Daemon(ctx, Path(rules_path), notifier=notifier, log=log)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
+        loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+        daemon.driver = SchedulerDriver(daemon.fire, log)
+        await daemon.start()
+        daemon.driver.start(daemon.jobs)
+        daemon._set_health()
+        helpers = [
+            asyncio.create_task(daemon.watchdog_loop()),
+            asyncio.create_task(daemon.recovery_loop()),
+        ]
+        await daemon.wait_stopped()
+        daemon.driver.shutdown()
+        await daemon.drain()
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        daemon._set_health(state="stopping", reason="")
+        log.info("daemon.stopped")
+    return 0
+
+
+def run_daemon(rules_path: str, *, force_dry_run: bool = False) -> int:
+    """``ssi-guard run``: serve until SIGTERM/SIGINT; exit 0 after a clean stop."""
+    return asyncio.run(_serve(rules_path, force_dry_run))

@@ -1,0 +1,81 @@
+"""The real scheduler: APScheduler 3.x's ``AsyncIOScheduler`` in exchange time, running the
+jobs ``plan_jobs`` computed. Sweeps never overlap (``max_instances=1`` per job, and one lock
+across jobs in the daemon); a missed job is an error event, never silence."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobEvent,
+    JobExecutionEvent,
+)
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from guard.clock import EXCHANGE_TZ
+from guard.schedule.triggers import JobSpec
+
+__all__ = ["SchedulerDriver"]
+
+
+class SchedulerDriver:
+    """Owns the ``AsyncIOScheduler``; must be started inside the running event loop."""
+
+    def __init__(self, fire: Callable[[JobSpec], Awaitable[object]], log: Any,
+                 on_missed: Callable[[JobSpec, datetime | None], None] | None = None) -> None:
+        self._fire = fire
+        self._log = log
+        self._on_missed = on_missed
+        self._specs: dict[str, JobSpec] = {}
+        self.scheduler = AsyncIOScheduler(
+            timezone=EXCHANGE_TZ,
+            job_defaults={"coalesce": True, "max_instances": 1},
+        )
+        self.scheduler.add_listener(
+            self._on_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES
+        )
+
+    def start(self, jobs: Sequence[JobSpec]) -> None:
+        self.replace(jobs)
+        self.scheduler.start()
+
+    def replace(self, jobs: Sequence[JobSpec]) -> None:
+        """Swap every job for ``jobs`` (after a reload)."""
+        self.scheduler.remove_all_jobs()
+        self._specs = {job.job_id: job for job in jobs}
+        for job in jobs:
+            self.scheduler.add_job(
+                self._fire, trigger=job.trigger, args=[job], id=job.job_id, name=job.job_id,
+                misfire_grace_time=job.misfire_grace_s, replace_existing=True,
+            )
+            self._log.info("schedule.added", job=job.job_id, trigger=str(job.trigger),
+                           misfire_grace_s=job.misfire_grace_s)
+
+    def next_fire_times(self) -> dict[str, datetime]:
+        return {job.id: job.next_run_time for job in self.scheduler.get_jobs()
+                if job.next_run_time is not None}
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    def _on_event(self, event: JobEvent) -> None:
+        spec = self._specs.get(event.job_id)
+        scheduled = getattr(event, "scheduled_run_time", None)
+        if event.code == EVENT_JOB_MISSED:
+            self._log.error("schedule.missed", job=event.job_id,
+                            scheduled=scheduled.isoformat() if scheduled else None,
+                            critical=bool(spec and spec.critical))
+            if spec is not None and self._on_missed is not None:
+                self._on_missed(spec, scheduled)
+        elif event.code == EVENT_JOB_MAX_INSTANCES:
+            self._log.warning("sweep.skipped", job=event.job_id,
+                              reason="the previous run of this job is still going")
+        elif isinstance(event, JobExecutionEvent) and event.exception is not None:
+            self._log.error("schedule.job_failed", job=event.job_id,
+                            error=f"{type(event.exception).__name__}: {event.exception}")
