@@ -7,9 +7,11 @@ exchange accepts at most one cancel per order (``accepted_cancels`` has no dupli
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sweep_kit import (
     ACCT,
     BATCH,
@@ -24,7 +26,11 @@ from sweep_kit import (
     run_when,
 )
 
+from guard.broker.adapter import Broker
+from guard.broker.tokens import TokenCache
 from guard.clock import FakeClock
+from guard.errors import ReauthRequired
+from guard.settings import load_credentials
 from guard.simulator.control import Simulator
 from guard.simulator.faults import Fault
 
@@ -284,3 +290,99 @@ def test_account_the_key_does_not_own_is_unread_not_a_dead_session(
     assert [acct for acct, _ in report.unread_accounts] == ["0009999"]
     assert report.result == "incomplete"
     assert sim.accepted_cancels() == [a]
+
+
+def test_batch_applied_after_the_client_gave_up_is_still_cancelled_once(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A slow server: the batch lands after the client's timeout and after the re-read that
+    found the orders still open. The resend is accepted; the late original is refused by the
+    exchange (already WC), so no order has two accepted cancels."""
+    ids = stale_orders(sim)
+    sim.inject(Fault("latency", "DELETE", BATCH, seconds=1.0))
+    guard = Guard(sim, tmp_path / "state", rules_text(), timeout_ms=300)
+    report = guard.sweep()
+
+    assert len(sim.requests_to("DELETE", BATCH)) == 2
+    assert report.result == "ok"
+    assert all(sim.order(i).status == "CL" for i in ids)
+    assert sorted(sim.accepted_cancels()) == sorted(ids)
+    assert_one_outcome_per_intent(guard.journal_path)
+
+
+def test_dropped_connection_on_batch_is_reread_and_resent(sim: Simulator, tmp_path: Path) -> None:
+    ids = stale_orders(sim)
+    sim.inject(Fault("drop", "DELETE", BATCH))
+    guard = Guard(sim, tmp_path / "state", rules_text())
+    report = guard.sweep()
+
+    assert [r.status for r in sim.requests_to("DELETE", BATCH)] == [-1, 200]
+    assert report.result == "ok"
+    assert sorted(sim.accepted_cancels()) == sorted(ids)
+
+
+def test_expired_token_on_the_cancel_is_refreshed_and_the_cancel_resent(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """The gateway refuses the batch with 401 before any handler runs: after a refresh it is
+    safe (and necessary) to send it again."""
+    ids = stale_orders(sim)
+    sim.inject(Fault("latency", "DELETE", BATCH, seconds=0.2))
+    expirer = run_when(lambda: bool(sim.requests_to("DELETE", BATCH)), sim.expire_tokens)
+    guard = Guard(sim, tmp_path / "state", rules_text())
+    report = guard.sweep()
+    expirer.join()
+
+    assert [r.status for r in sim.requests_to("DELETE", BATCH)] == [401, 200]
+    assert len(sim.requests_to("POST", "/api/v3/auth/refresh")) == 1
+    assert report.result == "ok"
+    assert sorted(sim.accepted_cancels()) == sorted(ids)
+
+
+def test_session_revoked_mid_cancel_stops_then_reconciles_after_login(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Another login kills the session while the batch is on the wire: the sweep stops with
+    ReauthRequired, its intents open. After ``ssi-guard login`` the next sweep reconciles
+    them (the cancel never landed) and cancels each order once."""
+    ids = stale_orders(sim)
+    sim.inject(Fault("latency", "DELETE", BATCH, seconds=0.2))
+    revoker = run_when(lambda: bool(sim.requests_to("DELETE", BATCH)), sim.revoke_session)
+    guard = Guard(sim, tmp_path / "state", rules_text())
+    with pytest.raises(ReauthRequired):
+        guard.sweep()
+    revoker.join()
+    assert sim.accepted_cancels() == []
+    with guard.journal() as j:
+        assert len(j.open_intents()) == 3
+
+    async def login() -> None:  # what `ssi-guard login` does
+        creds = load_credentials(sim.env())
+        async with Broker(creds, TokenCache(guard.state_dir)) as broker:
+            await broker.login(otp=sim.credentials.otp)
+
+    asyncio.run(login())
+    report = guard.sweep()
+
+    assert report.result == "ok"
+    assert sorted(sim.accepted_cancels()) == sorted(ids)
+    got = outcomes(guard.journal_path)
+    assert all([r[0] for r in rows] == ["failed", "cancelled"] for rows in got.values())
+    assert_one_outcome_per_intent(guard.journal_path)
+
+
+def test_429_that_never_clears_gives_up_and_reports_failed(sim: Simulator, tmp_path: Path) -> None:
+    """Cancels that could not be sent are never silently lost: outcome ``failed``, the sweep
+    incomplete."""
+    a, b = stale_orders(sim, 2)
+    sim.inject(Fault("error", "DELETE", BATCH, status=429, retry_after=0.05, times=None))
+    guard = Guard(sim, tmp_path / "state", rules_text())
+    report = guard.sweep()
+
+    assert len(sim.requests_to("DELETE", BATCH)) == 5  # max_attempts
+    assert report.result == "incomplete"
+    assert sim.accepted_cancels() == [] and sim.order(a).status == sim.order(b).status == "QU"
+    got = outcomes(guard.journal_path)
+    for rows in (got[a], got[b]):
+        [(kind, _, status, detail)] = rows
+        assert (kind, status) == ("failed", "QU") and "429" in detail
