@@ -185,3 +185,14 @@ def run_when(predicate: Callable[[], bool], action: Callable[[], None],
 def at(sim: Simulator, hh: int, mm: int, ss: int = 0) -> datetime:
     """The simulator's day at hh:mm:ss exchange time."""
     return sim.clock().replace(hour=hh, minute=mm, second=ss, microsecond=0)
+
+
+def answered(sim: Simulator, timeout: float = 5.0) -> None:
+    """Wait until the simulator has finished every request it received (a hung or slow
+    handler still sleeping when the test ends would be destroyed mid-await at shutdown)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while any(r.status == 0 for r in sim.requests) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(r.status != 0 for r in sim.requests), "the simulator is still answering"

@@ -20,6 +20,7 @@ from sweep_kit import (
     ACCT,
     BATCH,
     Guard,
+    answered,
     assert_no_double_cancel,
     assert_one_outcome_per_intent,
     outcomes,
@@ -178,3 +179,4 @@ def test_sigkill_after_intents_are_committed_then_restart(sim: Simulator, tmp_pa
     # and the second run cancelled the order itself, once).
     assert all(kind in ("cancelled", "failed") and detail.startswith("reconciled: ")
                for kind, detail in first_run)
+    answered(sim)

@@ -19,6 +19,7 @@ from sweep_kit import (
     OTHER,
     SINGLE,
     Guard,
+    answered,
     assert_one_outcome_per_intent,
     at,
     outcomes,
@@ -103,6 +104,7 @@ def test_timeout_on_a_batch_that_was_applied_is_not_sent_again(
     assert sorted(sim.accepted_cancels()) == sorted(ids)
     assert all(v == ["cancelled"] for v in kinds(guard).values()) and len(kinds(guard)) == 3
     assert_one_outcome_per_intent(guard.journal_path)
+    answered(sim)
 
 
 def test_timeout_on_a_batch_that_was_not_applied_is_sent_again(
@@ -118,6 +120,7 @@ def test_timeout_on_a_batch_that_was_not_applied_is_sent_again(
     assert all(sim.order(i).status == "CL" for i in ids)
     assert sorted(sim.accepted_cancels()) == sorted(ids)
     assert_one_outcome_per_intent(guard.journal_path)
+    answered(sim)
 
 
 def test_unreadable_reply_to_an_applied_batch_is_ambiguous_not_a_refusal(
@@ -308,6 +311,7 @@ def test_batch_applied_after_the_client_gave_up_is_still_cancelled_once(
     assert all(sim.order(i).status == "CL" for i in ids)
     assert sorted(sim.accepted_cancels()) == sorted(ids)
     assert_one_outcome_per_intent(guard.journal_path)
+    answered(sim)
 
 
 def test_dropped_connection_on_batch_is_reread_and_resent(sim: Simulator, tmp_path: Path) -> None:

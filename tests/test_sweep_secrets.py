@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import structlog
-from sweep_kit import ACCT, BATCH, OTHER, rules_text
+from sweep_kit import ACCT, BATCH, OTHER, answered, rules_text
 
 from guard.record.log import configure_logging
 from guard.runtime import open_guard
@@ -93,3 +93,4 @@ def test_full_run_leaks_no_secret_and_keeps_state_private(
     for path in state.iterdir():
         assert mode(path) == 0o600, f"{path.name} is {oct(mode(path))}"
     assert {p.name for p in state.iterdir()} >= {"journal.sqlite3", "token.json", "lock"}
+    answered(sim)
