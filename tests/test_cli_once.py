@@ -156,3 +156,15 @@ def test_history_since_compares_instants_not_text(sim: Simulator, cli) -> None: 
     assert a in cli("history", "--since", utc(before)).stdout
     later = cli("history", "--since", utc(after))
     assert later.returncode == 0 and a not in later.stdout and "0 sweep(s)" in later.stdout
+
+
+def test_at_in_utc_reads_the_exchange_days_book(sim: Simulator, cli) -> None:  # type: ignore[no-untyped-def]
+    """23:30Z on the 22nd is 06:30 on the 23rd in Vietnam: the book read is the 23rd's."""
+    early = sim.seed_order(ACCT, "SSI", age=timedelta(hours=4))  # entered 06:00 on the 23rd
+    done = cli("check", "--at", "2026-11-22T23:30:00Z")
+    assert done.returncode == 0, done.stderr
+    assert "as of 2026-11-22T23:30:00+00:00" in done.stdout
+    [row] = [line for line in done.stdout.splitlines() if line.startswith(ACCT)]
+    assert early in row and "hold" in row  # matched (30m old), held: the market is closed
+    [request] = sim.requests_to("GET", "/api/v3/trading/orderBook")[:1]
+    assert request.query["from"] == "2026/11/23"
