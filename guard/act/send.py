@@ -70,16 +70,31 @@ async def send_plan(
     max_attempts: int = 5,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> list[SendResult]:
-    """Send every batch of ``plan``; returns one ``SendResult`` per target."""
+    """Send every batch of ``plan``; returns one ``SendResult`` per target.
+
+    A batch that fails beyond retrying (``ReauthRequired``: the session is gone) fails the
+    whole send, but only once every batch already started has finished: a batch left
+    running after the sweep gave up would send cancels nobody records, and its intents could
+    be reconciled as orphans while still on the wire. Batches not yet started do not start.
+    """
     gate = asyncio.Semaphore(concurrency)
+    failures: list[Exception] = []
 
     async def one(targets: tuple[CancelTarget, ...]) -> list[SendResult]:
         async with gate:
-            return await _send_batch(targets, broker, journal, sweep_id, clock, log,
-                                     max_attempts, sleep)
+            if failures:
+                return []  # no intent written, nothing sent
+            try:
+                return await _send_batch(targets, broker, journal, sweep_id, clock, log,
+                                         max_attempts, sleep)
+            except Exception as exc:
+                failures.append(exc)
+                raise
 
-    groups = await asyncio.gather(*(one(b) for b in plan.batches))
-    return [result for group in groups for result in group]
+    groups = await asyncio.gather(*(one(b) for b in plan.batches), return_exceptions=True)
+    if failures:
+        raise failures[0]
+    return [result for group in groups if isinstance(group, list) for result in group]
 
 
 def _intent_rows(targets: Sequence[CancelTarget]) -> list[tuple[Any, ...]]:
