@@ -224,7 +224,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from guard.daemon import run_daemon
 
     _setup_logging(args)
-    return run_daemon(args.rules, force_dry_run=args.dry_run)
+    return run_daemon(args.rules, force_dry_run=args.dry_run, metrics_port=args.metrics_port)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -263,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="one full sweep, then exit")
     p.add_argument("--dry-run", action="store_true", help="decide and log, never cancel")
     p.add_argument("--at", type=_instant, help="with --once: evaluate as of this instant")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve /metrics and /healthz on 127.0.0.1:PORT (0 picks one)")
     p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=cmd_run)

@@ -311,7 +311,8 @@ class Daemon:
                 )
 
 
-async def _serve(rules_path: str, force_dry_run: bool) -> int:
+async def _serve(rules_path: str, force_dry_run: bool, metrics_port: int | None = None) -> int:
+    from guard.ops import operations
     from guard.runtime import open_guard
 
     log = structlog.get_logger("guard")
@@ -323,24 +324,27 @@ async def _serve(rules_path: str, force_dry_run: bool) -> int:
         loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
         loop.add_signal_handler(signal.SIGHUP, daemon.reload)
         daemon.driver = SchedulerDriver(daemon.fire, log)
-        await daemon.start()
-        daemon.driver.start(daemon.jobs)
-        daemon._set_health()
-        helpers = [
-            asyncio.create_task(daemon.watchdog_loop()),
-            asyncio.create_task(daemon.recovery_loop()),
-        ]
-        await daemon.wait_stopped()
-        daemon.driver.shutdown()
-        await daemon.drain()
-        for task in helpers:
-            task.cancel()
-        await asyncio.gather(*helpers, return_exceptions=True)
-        daemon._set_health(state="stopping", reason="")
-        log.info("daemon.stopped")
+        async with operations(daemon, metrics_port):
+            await daemon.start()
+            daemon.driver.start(daemon.jobs)
+            daemon._set_health()
+            helpers = [
+                asyncio.create_task(daemon.watchdog_loop()),
+                asyncio.create_task(daemon.recovery_loop()),
+            ]
+            await daemon.wait_stopped()
+            daemon.driver.shutdown()
+            await daemon.drain()
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            daemon._set_health(state="stopping", reason="")
+            log.info("daemon.stopped")
     return 0
 
 
-def run_daemon(rules_path: str, *, force_dry_run: bool = False) -> int:
+def run_daemon(
+    rules_path: str, *, force_dry_run: bool = False, metrics_port: int | None = None
+) -> int:
     """``ssi-guard run``: serve until SIGTERM/SIGINT; exit 0 after a clean stop."""
-    return asyncio.run(_serve(rules_path, force_dry_run))
+    return asyncio.run(_serve(rules_path, force_dry_run, metrics_port))

@@ -1,0 +1,121 @@
+"""Prometheus metrics, fed by the guard's own log events.
+
+The sweep already logs every decision, cancel, confirmation and cash release; ``Metrics`` is a
+structlog processor that counts those events as they pass, so the numbers on ``/metrics`` can
+never disagree with the log. Gauges that describe state (token, schedule) are refreshed at
+scrape time by ``refresh``. Every series name starts with ``ssi_guard_``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, MutableMapping
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics", "held_kind"]
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+
+_HELD_KINDS = (
+    (re.compile(r"banned|not a trading day|is a holiday"), "banned_window"),
+    (re.compile(r"protected"), "protected"),
+    (re.compile(r"already cancelling"), "already_cancelling"),
+    (re.compile(r"not cancellable"), "not_cancellable"),
+    (re.compile(r"nothing left"), "nothing_left"),
+    (re.compile(r"board unknown"), "board_unknown"),
+    (re.compile(r"not guarded"), "account_not_guarded"),
+)
+
+
+def held_kind(reason: str) -> str:
+    """A bounded label for a hold reason (the reason text itself has unbounded values)."""
+    for pattern, kind in _HELD_KINDS:
+        if pattern.search(reason):
+            return kind
+    return "other"
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+class Metrics:
+    """The guard's series on a registry of its own (no process-global state in tests)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.sweeps = Counter("ssi_guard_sweeps", "Sweeps by result", ["result"], registry=r)
+        self.matched = Counter("ssi_guard_orders_matched", "Orders a rule selected", registry=r)
+        self.held = Counter("ssi_guard_orders_held", "Matched orders held back, by reason",
+                            ["reason"], registry=r)
+        self.cancels = Counter("ssi_guard_cancels", "Decided cancels by final outcome",
+                               ["outcome"], registry=r)
+        self.cancel_latency = Histogram(
+            "ssi_guard_cancel_latency_seconds", "Cancel request to broker reply",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.confirm_latency = Histogram(
+            "ssi_guard_confirm_latency_seconds", "Cancel sent to final status in the book",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.released = Counter("ssi_guard_released_vnd", "Withdrawable cash released (VND)",
+                                registry=r)
+        self.api_errors = Counter("ssi_guard_api_errors", "Broker call failures by kind",
+                                  ["kind"], registry=r)
+        self.token_valid = Gauge("ssi_guard_token_valid", "1 while the SSI session is usable",
+                                 registry=r)
+        self.token_expiry = Gauge("ssi_guard_token_expiry_timestamp_seconds",
+                                  "When the access token expires (epoch s)", registry=r)
+        self.last_ok = Gauge("ssi_guard_last_successful_sweep_timestamp_seconds",
+                             "When the last complete sweep finished (epoch s)", registry=r)
+        self.next_preclose = Gauge("ssi_guard_next_preclose_sweep_timestamp_seconds",
+                                   "When the next pre-close sweep fires (epoch s)", registry=r)
+        self.healthy = Gauge("ssi_guard_healthy", "1 when healthy, 0 when degraded", registry=r)
+
+    def __call__(self, logger: Any, name: str,
+                 event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        kind = event.get("event")
+        if kind == "sweep.finished":
+            self.sweeps.labels(str(event.get("result", "unknown"))).inc()
+        elif kind in ("sweep.failed", "sweep.crashed"):
+            self.sweeps.labels("failed").inc()
+        elif kind == "order.matched":
+            self.matched.inc()
+        elif kind == "order.held":
+            self.matched.inc()
+            self.held.labels(held_kind(str(event.get("reason", "")))).inc()
+        elif kind in ("cancel.confirmed", "cancel.failed") and "outcome" in event:
+            self.cancels.labels(str(event["outcome"])).inc()
+            if kind == "cancel.confirmed":
+                self.confirm_latency.observe(_float(event.get("latency_s")))
+        elif kind == "cancel.failed":
+            self.cancels.labels("not_sent").inc()
+        elif kind == "cancel.sent" and "request_s" in event:
+            self.cancel_latency.observe(_float(event["request_s"]))
+        elif kind == "cash.released":
+            delta = _float(event.get("withdrawable_delta"))
+            if delta > 0:
+                self.released.inc(delta)
+        elif kind == "broker.error":
+            self.api_errors.labels(str(event.get("kind", "unknown"))).inc()
+        return event
+
+    def refresh(self, health: Mapping[str, Any], next_runs: Mapping[str, datetime]) -> None:
+        """Set the state gauges from the daemon's health and schedule, just before a scrape."""
+        expires = _float(health.get("token_expires_at"))
+        self.token_expiry.set(expires)
+        reauth = str(health.get("reason", "")).startswith("re-auth")
+        self.token_valid.set(1 if expires > 0 and not reauth else 0)
+        self.healthy.set(1 if health.get("state") == "healthy" else 0)
+        last_ok = str(health.get("last_ok_sweep_at") or "")
+        if last_ok:
+            self.last_ok.set(datetime.fromisoformat(last_ok).timestamp())
+        preclose = [t for job, t in next_runs.items() if job.startswith("pre-close")]
+        self.next_preclose.set(min(preclose).timestamp() if preclose else 0)
+
+    def exposition(self) -> bytes:
+        return bytes(generate_latest(self.registry))
