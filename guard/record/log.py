@@ -15,7 +15,7 @@ from structlog.typing import Processor
 
 from guard.record.redact import Redactor
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["add_observers", "configure_logging", "get_logger", "remove_observers"]
 
 Format = Literal["json", "console", "auto"]
 
@@ -88,3 +88,20 @@ def configure_logging(
 def get_logger(name: str = "guard", **context: Any) -> Any:
     """A bound structlog logger; bind context (account, order_id, rule), never format it in."""
     return structlog.get_logger(name).bind(**context)
+
+
+def add_observers(*observers: Processor) -> None:
+    """Insert processors that watch every structlog event (metrics, alerts) just before the
+    hand-off to the formatter; they must return the event dict unchanged."""
+    processors = list(structlog.get_config()["processors"])
+    at = len(processors) - 1 if processors else 0
+    for observer in observers:
+        if observer not in processors:
+            processors.insert(at, observer)
+            at += 1
+    structlog.configure(processors=processors)
+
+
+def remove_observers(*observers: Processor) -> None:
+    processors = [p for p in structlog.get_config()["processors"] if p not in observers]
+    structlog.configure(processors=processors)
