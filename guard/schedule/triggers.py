@@ -22,6 +22,7 @@ __all__ = [
     "ALL_BOARDS",
     "CancelWindowTrigger",
     "JobSpec",
+    "ShiftedTrigger",
     "TradingDayTimesTrigger",
     "guarded_boards",
     "plan_jobs",
@@ -118,6 +119,29 @@ class TradingDayTimesTrigger(BaseTrigger):  # type: ignore[misc]
         return "on trading days at " + ", ".join(t.isoformat() for t in self.times)
 
 
+class ShiftedTrigger(BaseTrigger):  # type: ignore[misc]
+    """``inner``, for a market clock that runs ``offset`` ahead of the wall clock.
+
+    APScheduler asks and waits in wall time; ``inner`` answers in market time. A rehearsal
+    daemon (``ssi-guard run --at ISO``) has market time = wall time + offset, so a fire at
+    market 09:00:00 is a wake-up at wall ``09:00:00 - offset``. With a zero offset this is
+    ``inner`` exactly.
+    """
+
+    def __init__(self, inner: BaseTrigger, offset: timedelta) -> None:
+        self.inner = inner
+        self.offset = offset
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None,
+                           now: datetime) -> datetime | None:
+        previous = None if previous_fire_time is None else previous_fire_time + self.offset
+        fire = self.inner.get_next_fire_time(previous, now + self.offset)
+        return None if fire is None else fire - self.offset
+
+    def __str__(self) -> str:
+        return f"{self.inner} (market clock {self.offset} ahead of the wall clock)"
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """One scheduled sweep: its id, its trigger, and how late it may still run."""
@@ -162,8 +186,11 @@ def plan_jobs(rules: RulesFile, calendar: MarketCalendar) -> list[JobSpec]:
         if rule.before_close is not None:
             rule_boards = rule.match.boards or boards
             times = _cutoff_times(calendar, (Board(b) for b in rule_boards), rule.before_close)
+            # Late is still useful until the cutoff itself (the engine refuses a cancel once
+            # the board is in ATC), so a pre-close sweep may run up to its whole lead late.
+            grace = max(30, int(rule.before_close.total_seconds()))
             jobs.append(JobSpec(f"pre-close:{rule.name}", TradingDayTimesTrigger(times, calendar),
-                                misfire_grace_s=30, critical=True))
+                                misfire_grace_s=grace, critical=True))
         elif rule.at is not None:
             jobs.append(JobSpec(f"at:{rule.name}", TradingDayTimesTrigger(rule.at, calendar),
                                 misfire_grace_s=30, critical=True))
