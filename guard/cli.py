@@ -196,11 +196,19 @@ def cmd_login(args: argparse.Namespace) -> int:
     creds = load_credentials()
     cache = TokenCache(resolve_state_dir())
 
+    otp = creds.otp.get_secret_value() if creds.otp else None
+    if otp is None and not args.smart_otp:
+        try:
+            otp = getpass.getpass("OTP (leave empty for a Smart OTP push): ").strip() or None
+        except EOFError:
+            # No terminal and nothing on stdin: a Smart OTP push would wait for a phone no
+            # one is watching. Say what to do instead.
+            print("ssi-guard: no OTP given: run `ssi-guard login` in a terminal, set SSI_OTP, "
+                  "or pass --smart-otp", file=sys.stderr)
+            return 2
+
     async def go() -> int:
         async with Broker(creds, cache) as broker:
-            otp = creds.otp.get_secret_value() if creds.otp else None
-            if otp is None and not args.smart_otp:
-                otp = getpass.getpass("OTP (leave empty for a Smart OTP push): ").strip() or None
             if otp:
                 await broker.login(otp=otp)
             else:
@@ -218,13 +226,83 @@ def cmd_login(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.once:
         return cmd_run_once(args)
-    if args.at:
-        print("ssi-guard: --at only applies with --once", file=sys.stderr)
-        return 2
     from guard.daemon import run_daemon
 
     _setup_logging(args)
-    return run_daemon(args.rules, force_dry_run=args.dry_run, metrics_port=args.metrics_port)
+    # ``--at`` without ``--once`` is a rehearsal: the daemon's market clock starts at that
+    # instant and runs in real time (see guard/schedule/scheduler.py).
+    return run_daemon(args.rules, force_dry_run=args.dry_run, metrics_port=args.metrics_port,
+                      start_at=args.at)
+
+
+def _ago(seconds: float) -> str:
+    """``59m``, ``3h05m``, ``2d4h``: a duration for a person."""
+    s = int(abs(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """What the daemon last said about itself ($STATE_DIR/status.json), for a person.
+
+    Exit 0 only when a live daemon says it is healthy; 1 when it is degraded, starting or
+    stopped, or when there is no daemon status at all."""
+    import time as _time
+
+    from guard.health import pid_alive, read_status
+    from guard.settings import resolve_state_dir
+
+    state_dir = resolve_state_dir(create=False)
+    raw = read_status(state_dir)
+    if raw is None:
+        print(f"ssi-guard: no daemon status at {state_dir / 'status.json'} "
+              "(is `ssi-guard run` running with this state directory?)")
+        return 1
+    state = str(raw.get("state", "unknown"))
+    reason = str(raw.get("reason") or "")
+    pid = raw.get("pid")
+    alive = pid_alive(pid)
+    if not alive:
+        headline = f"ssi-guard is NOT RUNNING (pid {pid} is gone; its last state: {state})"
+    elif state == "healthy":
+        headline = f"ssi-guard is healthy (pid {pid})"
+    else:
+        headline = f"ssi-guard is {state.upper()} (pid {pid})" + (f": {reason}" if reason else "")
+    print(headline)
+
+    def row(label: str, value: str) -> None:
+        print(f"  {label:<14} {value}".rstrip())
+
+    row("state", state + (f" ({reason})" if reason else ""))
+    last = raw.get("last_sweep_at")
+    row("last sweep", f"{last} ({raw.get('last_sweep_result') or '?'})" if last else "none yet")
+    row("last ok sweep", str(raw.get("last_ok_sweep_at") or "none yet"))
+    expires = raw.get("token_expires_at") or 0
+    if isinstance(expires, int | float) and expires > 0:
+        left = expires - _time.time()
+        when = datetime.fromtimestamp(expires, EXCHANGE_TZ).isoformat(timespec="seconds")
+        row("token expires", f"{when} ({'in ' + _ago(left) if left > 0 else 'EXPIRED'})")
+    else:
+        row("token expires", "no token")
+    nexts = raw.get("next_sweeps") or {}
+    if isinstance(nexts, dict) and nexts:
+        for i, (job, when) in enumerate(sorted(nexts.items(), key=lambda kv: str(kv[1]))):
+            row("next sweeps" if i == 0 else "", f"{when}  {job}")
+    else:
+        row("next sweeps", "none scheduled")
+    offset = raw.get("market_offset_s") or 0
+    if isinstance(offset, int | float) and offset:
+        sign = "+" if offset > 0 else "-"
+        row("clock", f"REHEARSAL: market time is real time {sign} {_ago(offset)}")
+    row("written at", str(raw.get("updated_at") or "?"))
+    if alive and reason.startswith("re-auth"):
+        print("  -> run `ssi-guard login` on this host; the guard resumes by itself")
+    return 0 if alive and state == "healthy" else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -262,12 +340,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", default="rules.yaml", help="rules file (default: rules.yaml)")
     p.add_argument("--once", action="store_true", help="one full sweep, then exit")
     p.add_argument("--dry-run", action="store_true", help="decide and log, never cancel")
-    p.add_argument("--at", type=_instant, help="with --once: evaluate as of this instant")
+    p.add_argument("--at", type=_instant,
+                   help="with --once: evaluate as of this instant. Without --once (rehearsals "
+                        "only): the daemon's market clock starts at this instant and runs in "
+                        "real time")
     p.add_argument("--metrics-port", type=int, default=None,
                    help="serve /metrics and /healthz on 127.0.0.1:PORT (0 picks one)")
     p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="the running daemon's health (exit 0 only if healthy)")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("check", help="show what the rules would do now (always dry)")
     p.add_argument("--rules", default="rules.yaml")

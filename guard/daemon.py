@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from guard.clock import Clock, system_clock
 from guard.config.loader import load_rules
 from guard.errors import (
     BrokerReplyError,
@@ -30,14 +31,15 @@ from guard.errors import (
 from guard.health import Health, write_status
 from guard.market.holidays import build_calendar
 from guard.notify import Notifier
-from guard.schedule.scheduler import SchedulerDriver
+from guard.schedule.scheduler import RehearsalClock, SchedulerDriver
 from guard.schedule.triggers import JobSpec, plan_jobs
 from guard.sweep import SweepContext, SweepReport, run_sweep
 
 __all__ = ["Daemon", "run_daemon"]
 
 REAUTH_REPEAT_S = 300.0  # repeat the re-auth error every 5 minutes, not every poll
-RECOVERY_PROBE_S = 5.0  # how often a degraded daemon checks for a new login
+RECOVERY_PROBE_S = 5.0  # how often a degraded daemon asks the broker again
+RECOVERY_TICK_S = 0.5  # how often it looks (locally, no request) for a new `ssi-guard login`
 FAILURES_BEFORE_DEGRADED = 3
 
 
@@ -53,6 +55,7 @@ class Daemon:
         log: Any = None,
         monotonic: Callable[[], float] = time.monotonic,
         recovery_probe_s: float = RECOVERY_PROBE_S,
+        recovery_tick_s: float = RECOVERY_TICK_S,
         reauth_repeat_s: float = REAUTH_REPEAT_S,
     ) -> None:
         self.ctx = ctx
@@ -66,10 +69,12 @@ class Daemon:
         self.sweeps_run = 0
         self._monotonic = monotonic
         self._recovery_probe_s = recovery_probe_s
+        self._recovery_tick_s = min(recovery_tick_s, recovery_probe_s)
         self._reauth_repeat_s = reauth_repeat_s
         self._sweep_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._current: asyncio.Task[Any] | None = None
+        self._sweeps: set[asyncio.Task[SweepReport | None]] = set()
         self._reauth_logged = -math.inf
         self._failures = 0
         self._idle_logged_until: datetime | None = None
@@ -91,13 +96,18 @@ class Daemon:
             write_status(self.ctx.state_dir, self.health, self.ctx.wall())
         self.notifier.status(self.health.one_line())
         if before.state != self.health.state:
-            event = self.log.info if self.health.state == "healthy" else self.log.warning
+            quiet = self.health.state in ("healthy", "stopping", "stopped")
+            event = self.log.info if quiet else self.log.warning
             event(
                 "health.changed",
                 state=self.health.state,
                 reason=self.health.reason,
                 previous=before.state,
             )
+
+    @property
+    def needs_login(self) -> bool:
+        return self.health.state == "degraded" and self.health.reason.startswith("re-auth")
 
     def _degrade_reauth(self, exc: ReauthRequired) -> None:
         now = self._monotonic()
@@ -126,8 +136,7 @@ class Daemon:
         """Reconcile, probe the broker once, then tell systemd READY (healthy or degraded)."""
         self._check_holiday_data()
         try:
-            await self.ctx.broker.ensure_session()
-            await self.ctx.broker.orders(self.ctx.rules.accounts[0], self.ctx.clock().date())
+            await self._probe()
         except ReauthRequired as exc:
             self._degrade_reauth(exc)
         except (BrokerUnavailable, BrokerReplyError) as exc:
@@ -145,7 +154,13 @@ class Daemon:
             accounts=list(self.ctx.rules.accounts),
             jobs=[j.job_id for j in self.jobs],
         )
-        self.notifier.ready(self.health.one_line())
+        if not self.stopping:  # READY after STOPPING would tell systemd a lie
+            self.notifier.ready(self.health.one_line())
+
+    async def _probe(self) -> None:
+        """One cheap proof that the session works: a token, and one account's book."""
+        await self.ctx.broker.ensure_session()
+        await self.ctx.broker.orders(self.ctx.rules.accounts[0], self.ctx.clock().date())
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -161,17 +176,23 @@ class Daemon:
         return self._stop.is_set()
 
     async def drain(self) -> None:
-        """Let a running sweep finish its confirmation, within its own deadline plus a margin."""
-        task = self._current
-        if task is None or task.done():
+        """Let a running sweep finish its confirmation, within its own deadline plus a margin.
+
+        A sweep that has sent cancels must get to record their outcomes: stopping half-way
+        leaves intents for the next start to reconcile, which is safe but slower to report.
+        """
+        tasks = [t for t in self._sweeps if not t.done()]
+        if not tasks:
             return
         bound = self.ctx.rules.limits.confirm_timeout.total_seconds() + 15
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=bound)
-        except TimeoutError:
-            self.log.error("daemon.drain_timeout", seconds=bound)
-        except Exception:
-            self.log.debug("daemon.drained_with_error")
+        self.log.info("daemon.draining", sweeps=len(tasks), bound_s=bound)
+        _, pending = await asyncio.wait(tasks, timeout=bound)
+        if pending:
+            self.log.error("daemon.drain_timeout", seconds=bound,
+                           action="open intents are reconciled on the next start")
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def reload(self) -> bool:
         """SIGHUP: load rules.yaml again; an invalid file keeps the old rules."""
@@ -195,6 +216,7 @@ class Daemon:
             path=str(self.rules_path),
             rules=len(rules.rules),
             dry_run=self.ctx.dry_run,
+            poll_every_s=rules.poll_every.total_seconds(),
             jobs=[j.job_id for j in self.jobs],
         )
         self._set_health()
@@ -204,17 +226,29 @@ class Daemon:
 
     async def fire(self, job: JobSpec) -> SweepReport | None:
         """Run the sweep ``job`` asks for, unless stopping, degraded, or another is running
-        (a critical job waits for it; a poll is skipped)."""
+        (a critical job waits for it; a poll is skipped).
+
+        The sweep runs in a task the daemon owns, shielded from its caller: APScheduler's
+        asyncio executor cancels the jobs it runs when it shuts down, and a sweep cancelled
+        between sending cancels and recording their outcomes is exactly what SIGTERM must
+        not do. ``drain`` waits for these tasks instead.
+        """
         if self.stopping:
             return None
-        if self.health.state == "degraded" and self.health.reason.startswith("re-auth"):
+        if self.needs_login:
             self.log.debug("sweep.skipped", job=job.job_id, reason=self.health.reason)
             return None
         if self._sweep_lock.locked() and not job.critical:
             self.log.info("sweep.skipped", job=job.job_id, reason="another sweep is running")
             return None
+        task = asyncio.create_task(self._locked_sweep(job), name=f"sweep:{job.job_id}")
+        self._sweeps.add(task)
+        task.add_done_callback(self._sweeps.discard)
+        return await asyncio.shield(task)
+
+    async def _locked_sweep(self, job: JobSpec) -> SweepReport | None:
         async with self._sweep_lock:
-            if self.stopping:
+            if self.stopping or self.needs_login:
                 return None
             self._current = asyncio.current_task()
             try:
@@ -245,7 +279,8 @@ class Daemon:
         self.sweeps_run += 1
         self.reports.append(report)
         del self.reports[:-50]
-        stamp = self.ctx.wall().isoformat(timespec="seconds")
+        # Market time, like ``next_sweeps`` (the same as wall time except in a rehearsal).
+        stamp = self.ctx.clock().isoformat(timespec="seconds")
         changes: dict[str, Any] = {
             "last_sweep_at": stamp,
             "last_sweep_result": report.result,
@@ -280,6 +315,11 @@ class Daemon:
 
     # ---- background loops ---------------------------------------------------------------
 
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once on stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
     async def watchdog_loop(self) -> None:
         """``WATCHDOG=1`` from the event loop itself: a hung loop stops pinging and systemd
         restarts the service."""
@@ -288,63 +328,101 @@ class Daemon:
             return
         while not self.stopping:
             self.notifier.watchdog()
-            await asyncio.sleep(interval)
+            await self._pause(interval)
+
+    def _token_mtime(self) -> float:
+        cache = self.ctx.broker.cache
+        return cache.mtime() if cache is not None else 0.0
 
     async def recovery_loop(self) -> None:
-        """While re-authentication is required, watch for a new login and resume by itself."""
+        """While re-authentication is required, watch for a new login and resume by itself.
+
+        ``ssi-guard login`` writes the token cache: that is looked for every
+        ``recovery_tick_s`` (a ``stat``, no request), and proven with one probe as soon as it
+        changes, so the guard is back within about a second of the login. Without a new
+        login the broker is asked again only every ``recovery_probe_s``.
+        """
+        seen = self._token_mtime()
+        last_probe = self._monotonic()
         while not self.stopping:
-            await asyncio.sleep(self._recovery_probe_s)
-            if not (self.health.state == "degraded" and self.health.reason.startswith("re-auth")):
+            await self._pause(self._recovery_tick_s)
+            if self.stopping:
+                return
+            mtime = self._token_mtime()
+            if not self.needs_login:
+                seen = mtime
                 continue
+            due = self._monotonic() - last_probe >= self._recovery_probe_s
+            if mtime == seen and not due:
+                continue
+            seen, last_probe = mtime, self._monotonic()
             try:
-                await self.ctx.broker.ensure_session()
-                await self.ctx.broker.orders(self.ctx.rules.accounts[0], self.ctx.clock().date())
+                await self._probe()
             except ReauthRequired as exc:
                 self._degrade_reauth(exc)
             except GuardError as exc:
                 self.log.warning("auth.probe_failed", error=str(exc))
             else:
                 self._reauth_logged = -math.inf
-                self.log.info("auth.recovered")
+                self.log.info("auth.recovered",
+                              token_expires_at=self.ctx.broker.token_expires_at)
                 self._set_health(
                     state="healthy", reason="", token_expires_at=self.ctx.broker.token_expires_at
                 )
 
 
-async def _serve(rules_path: str, force_dry_run: bool, metrics_port: int | None = None) -> int:
+async def _serve(rules_path: str, force_dry_run: bool, metrics_port: int | None = None,
+                 start_at: datetime | None = None) -> int:
     from guard.ops import operations
     from guard.runtime import open_guard
 
     log = structlog.get_logger("guard")
     notifier = Notifier()
-    async with open_guard(rules_path, force_dry_run=force_dry_run, log=log) as ctx:
+    clock: Clock = system_clock
+    offset = timedelta(0)
+    if start_at is not None:
+        rehearsal = RehearsalClock(start_at)
+        clock, offset = rehearsal, rehearsal.offset
+    async with open_guard(rules_path, force_dry_run=force_dry_run, log=log, clock=clock) as ctx:
         daemon = Daemon(ctx, Path(rules_path), notifier=notifier, log=log)
+        if start_at is not None:
+            log.warning("daemon.rehearsal_clock", market_start=start_at.isoformat(),
+                        offset_s=round(offset.total_seconds(), 3),
+                        note="market time starts here and runs in real time; not for production")
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
         loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
         loop.add_signal_handler(signal.SIGHUP, daemon.reload)
-        daemon.driver = SchedulerDriver(daemon.fire, log)
+        daemon.driver = SchedulerDriver(daemon.fire, log, offset=offset)
+        daemon.health = daemon.health.with_(market_offset_s=round(offset.total_seconds(), 3))
         async with operations(daemon, metrics_port):
             await daemon.start()
-            daemon.driver.start(daemon.jobs)
-            daemon._set_health()
             helpers = [
                 asyncio.create_task(daemon.watchdog_loop()),
                 asyncio.create_task(daemon.recovery_loop()),
             ]
+            if not daemon.stopping:
+                daemon.driver.start(daemon.jobs)
+                daemon._set_health()
             await daemon.wait_stopped()
-            daemon.driver.shutdown()
+            # Fire nothing new, let the running sweep record its outcomes, and only then shut
+            # the scheduler down: its asyncio executor cancels the jobs still running.
+            daemon.driver.pause()
             await daemon.drain()
+            daemon.driver.shutdown()
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            daemon._set_health(state="stopping", reason="")
+            daemon._set_health(state="stopped", reason="")
             log.info("daemon.stopped")
     return 0
 
 
-def run_daemon(
-    rules_path: str, *, force_dry_run: bool = False, metrics_port: int | None = None
-) -> int:
-    """``ssi-guard run``: serve until SIGTERM/SIGINT; exit 0 after a clean stop."""
-    return asyncio.run(_serve(rules_path, force_dry_run, metrics_port))
+def run_daemon(rules_path: str, *, force_dry_run: bool = False, metrics_port: int | None = None,
+               start_at: datetime | None = None) -> int:
+    """``ssi-guard run``: serve until SIGTERM/SIGINT; exit 0 after a clean stop.
+
+    ``start_at`` makes a rehearsal daemon: its market clock starts there and runs in real
+    time (see ``guard.schedule.scheduler``).
+    """
+    return asyncio.run(_serve(rules_path, force_dry_run, metrics_port, start_at))

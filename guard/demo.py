@@ -234,6 +234,7 @@ def run_demo(rules_path: Path, out: TextIO, state_dir: Path | None = None) -> in
     """Play the demo day; exits 0 when every cancel was confirmed and nothing protected moved."""
     if state_dir is None:
         state_dir = Path(tempfile.mkdtemp(prefix="ssi-guard-demo-"))
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
     return asyncio.run(_demo(rules_path, out, state_dir))
 

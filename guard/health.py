@@ -13,9 +13,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["Health", "read_status", "write_status"]
+__all__ = ["Health", "pid_alive", "read_status", "write_status"]
 
-State = Literal["starting", "healthy", "degraded", "stopping"]
+State = Literal["starting", "healthy", "degraded", "stopping", "stopped"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Health:
     next_sweeps: dict[str, str] = field(default_factory=dict)
     pid: int = field(default_factory=os.getpid)
     updated_at: str = ""
+    market_offset_s: float = 0.0  # market clock minus wall clock: non-zero only in a rehearsal
 
     @property
     def healthy(self) -> bool:
@@ -64,3 +65,16 @@ def read_status(state_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return raw if isinstance(raw, dict) else None
+
+
+def pid_alive(pid: object) -> bool:
+    """Whether process ``pid`` exists (a process of another user counts: it is alive)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

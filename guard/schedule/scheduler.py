@@ -107,8 +107,12 @@ class SchedulerDriver:
             if spec is not None and self._on_missed is not None:
                 self._on_missed(spec, scheduled)
         elif event.code == EVENT_JOB_MAX_INSTANCES:
-            self._log.warning("sweep.skipped", job=event.job_id,
-                              reason="the previous run of this job is still going")
+            # A poll overlapping its own slow previous run is routine; a fixed-time sweep
+            # not starting is not.
+            critical = bool(spec and spec.critical)
+            (self._log.warning if critical else self._log.info)(
+                "sweep.skipped", job=event.job_id, critical=critical,
+                reason="the previous run of this job is still going")
         elif isinstance(event, JobExecutionEvent) and event.exception is not None:
             self._log.error("schedule.job_failed", job=event.job_id,
                             error=f"{type(event.exception).__name__}: {event.exception}")

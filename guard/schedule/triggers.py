@@ -139,7 +139,8 @@ class ShiftedTrigger(BaseTrigger):  # type: ignore[misc]
         return None if fire is None else fire - self.offset
 
     def __str__(self) -> str:
-        return f"{self.inner} (market clock {self.offset} ahead of the wall clock)"
+        shift = self.offset.total_seconds()
+        return f"{self.inner} (rehearsal: market clock = wall clock {shift:+.0f}s)"
 
 
 @dataclass(frozen=True)
