@@ -22,17 +22,23 @@ class StateLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        if not self.try_acquire():
+            raise StateError(
+                f"another ssi-guard holds {self.path}: only one guard may use a state directory"
+            )
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; False if another guard holds it."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise StateError(
-                f"another ssi-guard holds {self.path}: only one guard may use a state directory"
-            ) from None
+            return False
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
+        return True
 
     def release(self) -> None:
         if self._fd is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from guard.broker.adapter import Broker
+from guard.broker.adapter import DEFAULT_RATE_LIMIT, Broker
 from guard.broker.tokens import TokenCache
 from guard.clock import Clock, system_clock
 from guard.config.loader import load_rules
@@ -44,12 +44,19 @@ async def open_guard(
     state_lock = StateLock(state_dir)
     if lock:
         state_lock.acquire()
+        session_owner = True
+    else:
+        # ``check``: if no guard is running, hold the lock for the duration and own the
+        # session (refresh, SSI_OTP login); beside a running guard, borrow its cached token
+        # read-only, because a refresh or login from here would end that guard's session.
+        session_owner = state_lock.try_acquire()
     journal: Journal | None = None
     broker: Broker | None = None
     try:
         journal = Journal(state_dir / "journal.sqlite3")
-        broker = (Broker(creds, TokenCache(state_dir)) if broker_rate_limit is None
-                  else Broker(creds, TokenCache(state_dir), rate_limit=broker_rate_limit))
+        broker = Broker(creds, TokenCache(state_dir), session_owner=session_owner,
+                        rate_limit=DEFAULT_RATE_LIMIT if broker_rate_limit is None
+                        else broker_rate_limit)
         await broker.open()
         yield SweepContext(
             broker=broker,

@@ -16,6 +16,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sweep_kit import (
     ACCT,
     BATCH,
@@ -27,8 +28,13 @@ from sweep_kit import (
     rules_text,
 )
 
+from guard.broker.adapter import Broker
+from guard.broker.tokens import TokenCache
 from guard.clock import EXCHANGE_TZ
+from guard.errors import ReauthRequired
+from guard.lock import StateLock
 from guard.runtime import open_guard
+from guard.settings import load_credentials, resolve_state_dir
 from guard.simulator.control import Simulator
 from guard.simulator.faults import Fault
 from guard.sweep import run_sweep
@@ -110,7 +116,11 @@ def test_check_never_reconciles_a_live_guards_intents(sim: Simulator, tmp_path: 
     rules.write_text(guard.rules)
 
     async def check() -> None:
-        async with open_guard(rules, force_dry_run=True, clock=sim.clock, env=guard.env(),
+        # The live guard's login: check only ever borrows the cached token.
+        env = guard.env()
+        async with Broker(load_credentials(env), TokenCache(resolve_state_dir(env))) as broker:
+            await broker.login(otp=sim.credentials.otp)
+        async with open_guard(rules, force_dry_run=True, clock=sim.clock, env=env,
                               lock=False) as ctx:
             report = await run_sweep(ctx, "check")
             assert report.result == "dry_run"
@@ -180,3 +190,26 @@ def test_sigkill_after_intents_are_committed_then_restart(sim: Simulator, tmp_pa
     assert all(kind in ("cancelled", "failed") and detail.startswith("reconciled: ")
                for kind, detail in first_run)
     answered(sim)
+
+
+def test_check_never_refreshes_or_logs_in(sim: Simulator, tmp_path: Path) -> None:
+    """A refresh rotates the refresh token and a login ends the other session: either, from
+    ``check`` beside a running daemon, would cost the daemon its session. With no usable
+    cached token, ``check`` says so and sends no auth request."""
+    guard = Guard(sim, tmp_path / "state", rules_text())
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(guard.rules)
+    running_guard = StateLock(resolve_state_dir(guard.env()))
+    running_guard.acquire()  # a daemon holds the state directory
+
+    async def check() -> None:
+        async with open_guard(rules, force_dry_run=True, clock=sim.clock, env=guard.env(),
+                              lock=False) as ctx:
+            await run_sweep(ctx, "check")
+
+    try:
+        with pytest.raises(ReauthRequired, match="never refreshes or logs in"):
+            asyncio.run(check())
+    finally:
+        running_guard.release()
+    assert [r.path for r in sim.requests if r.path.startswith("/api/v3/auth")] == []

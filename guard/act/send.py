@@ -13,6 +13,7 @@ whole, what happens depends on what the failure proves:
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -156,17 +157,21 @@ async def _attempt(batch: _Batch, broker: Broker, journal: Journal, sweep_id: in
     """One try at the pending items: a batch DELETE, or single DELETEs after a refusal."""
     if batch.single:
         for target in list(batch.pending):
+            started = time.monotonic()
             reply = await broker.cancel_one(target.order.account, target.order.order_id)
-            _record(batch, [target], [reply], journal, sweep_id, clock, "single", log)
+            _record(batch, [target], [reply], journal, sweep_id, clock, "single", log,
+                    time.monotonic() - started)
         return
     items = [(t.order.account, t.order.order_id) for t in batch.pending]
+    started = time.monotonic()
     replies = await broker.cancel_batch(items)
-    _record(batch, list(batch.pending), replies, journal, sweep_id, clock, "batch", log)
+    _record(batch, list(batch.pending), replies, journal, sweep_id, clock, "batch", log,
+            time.monotonic() - started)
 
 
 def _record(batch: _Batch, targets: list[CancelTarget], replies: list[CancelReply],
             journal: Journal, sweep_id: int, clock: Callable[[], datetime], kind: str,
-            log: Any) -> None:
+            log: Any, request_s: float) -> None:
     journal.request(
         sweep_id, clock(), batch.key, kind, [t.order.order_id for t in targets],
         {"results": [{"order_id": r.order_id, "accepted": r.accepted, "status": r.status,
@@ -177,7 +182,8 @@ def _record(batch: _Batch, targets: list[CancelTarget], replies: list[CancelRepl
         if reply.accepted:
             batch.settle(target, "accepted", "", reply.status)
             log.info("cancel.sent", order_id=target.order.order_id, symbol=target.order.symbol,
-                     rule=",".join(target.rules), status=reply.status, via=kind)
+                     rule=",".join(target.rules), status=reply.status, via=kind,
+                     request_s=round(request_s, 4))
         else:
             batch.settle(target, "refused", reply.error_code, reply.error_message)
             log.warning("cancel.refused", order_id=target.order.order_id,

@@ -22,6 +22,7 @@ from enum import Enum
 from typing import Any, Literal, TypeVar
 
 import httpx
+import structlog
 from ssi_sdk import (
     APIError,
     AsyncAuth,
@@ -179,10 +180,16 @@ class Broker:
         max_retries: int = 2,
         retry_delay_ms: int = 300,
         clock: Callable[[], float] = time.time,
+        session_owner: bool = True,
     ) -> None:
         self.creds = creds
         self.cache = cache
         self._wall = clock
+        # Only the guard that owns the state directory may refresh or log in: a refresh
+        # rotates the refresh token, and the daemon's copy would then count as reused, which
+        # makes SSI revoke the whole session. `check` borrows the cached token read-only.
+        self.session_owner = session_owner
+        self._log = structlog.get_logger("guard.broker")
         self.config = Config(
             client_id=creds.client_id,
             api_key=creds.api_key,
@@ -317,6 +324,13 @@ class Broker:
         token = self.auth.token
         if token is not None and token.expires_at - self._wall() > REFRESH_AHEAD_S:
             return
+        if not self.session_owner:
+            if token is not None and not self.auth.is_token_expired:
+                return
+            raise ReauthRequired(
+                "no valid cached session, and this command never refreshes or logs in (that "
+                "would end a running guard's session): run ssi-guard login"
+            )
         if token is not None and self.auth.can_refresh:
             try:
                 await self.auth.refresh()
@@ -339,7 +353,14 @@ class Broker:
     # ---- calls --------------------------------------------------------------------------
 
     def _translate(self, exc: BaseException, *, write: bool) -> BrokerCallError:
-        """Map an SDK or httpx failure to what the caller must do about it."""
+        """Map an SDK or httpx failure to what the caller must do about it (and log it as
+        ``broker.error``, which the metrics count by kind)."""
+        error = self._classify(exc, write=write)
+        self._log.info("broker.error", kind=error.kind, status=error.status, code=error.code,
+                       write=write, error=str(error))
+        return error
+
+    def _classify(self, exc: BaseException, *, write: bool) -> BrokerCallError:
         if isinstance(exc, RateLimitError):
             wait = (exc.retry_after_ms or 1000) / 1000
             return BrokerCallError("rate_limited", "rate limited by the broker (429)",
@@ -411,6 +432,8 @@ class Broker:
         if self.cache is not None and self.cache.mtime() != self._cache_mtime:
             await self._load_cached_token()
             return
+        if not self.session_owner:
+            raise ReauthRequired("the cached SSI session was refused: run ssi-guard login")
         if not self.auth.can_refresh:
             raise ReauthRequired("the SSI session is gone: run ssi-guard login")
         try:
