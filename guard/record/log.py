@@ -20,6 +20,30 @@ __all__ = ["add_observers", "configure_logging", "get_logger", "remove_observers
 Format = Literal["json", "console", "auto"]
 
 
+# Structured tracebacks WITHOUT frame locals: structlog shows locals by default, cut to 80
+# characters, and a secret longer than that (a refresh token, a key) would reach the log as a
+# prefix the redactor cannot recognise. The frames (file, line, function) are kept.
+_DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+
+
+_LIBRARIES = ("ssi_sdk", "apscheduler", "aiohttp.access", "httpx", "httpcore")
+
+
+class _LibraryChatter(logging.Filter):
+    """Drop library records below ``floor``: ``ssi_sdk`` sets its logger back to its
+    ``Config.log_level`` (INFO by default) every time an ``Auth`` is made."""
+
+    def __init__(self, floor: int) -> None:
+        super().__init__()
+        self.floor = floor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.floor:
+            return True
+        return not any(record.name == n or record.name.startswith(n + ".") for n in _LIBRARIES)
+
+
 def _shared() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -51,7 +75,7 @@ def configure_logging(
         final = [structlog.processors.format_exc_info, Redactor(), renderer]
     else:
         renderer = structlog.processors.JSONRenderer()
-        final = [structlog.processors.dict_tracebacks, Redactor(), renderer]
+        final = [_DICT_TRACEBACKS, Redactor(), renderer]
 
     structlog.configure(
         processors=[
@@ -73,8 +97,10 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    handler.addFilter(_LibraryChatter(max(logging.WARNING, root.level)))
     # Library chatter below WARNING is noise for an operator; our own events keep ``level``.
-    for name in ("ssi_sdk", "apscheduler", "aiohttp.access", "httpx", "httpcore"):
+    # (The handler's filter holds even after ssi_sdk resets its logger's level in Auth().)
+    for name in _LIBRARIES:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     # ssi_sdk adds its own stdout handler to "ssi_sdk" unless one is there: a NullHandler keeps
     # it from doing so, and its records propagate to the root handler above instead.
