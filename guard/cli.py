@@ -186,6 +186,15 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _has_terminal() -> bool:
+    """Whether a person can be prompted (getpass reads /dev/tty, else stdin)."""
+    try:
+        with open("/dev/tty", "rb"):
+            return True
+    except OSError:
+        return sys.stdin.isatty()
+
+
 def cmd_login(args: argparse.Namespace) -> int:
     import getpass
 
@@ -199,10 +208,12 @@ def cmd_login(args: argparse.Namespace) -> int:
     otp = creds.otp.get_secret_value() if creds.otp else None
     if otp is None and not args.smart_otp:
         try:
+            if not _has_terminal():
+                raise EOFError
             otp = getpass.getpass("OTP (leave empty for a Smart OTP push): ").strip() or None
         except EOFError:
-            # No terminal and nothing on stdin: a Smart OTP push would wait for a phone no
-            # one is watching. Say what to do instead.
+            # No one to type a code (no terminal, or end of input): say what to do instead
+            # of a traceback, or of a Smart OTP push no one will approve.
             print("ssi-guard: no OTP given: run `ssi-guard login` in a terminal, set SSI_OTP, "
                   "or pass --smart-otp", file=sys.stderr)
             return 2
