@@ -152,7 +152,10 @@ class DemoView:
                              f"cancelled of {e.get('open_orders')} open, "
                              f"{float(e.get('duration_s', 0)):.2f}s")
         if kind == "market.closed":
-            return "SHUT", f"no board accepts cancels until {str(e.get('until'))[11:19]}"
+            until = str(e.get("until"))
+            same_day = until[:10] == self.clock().date().isoformat()
+            when = until[11:19] if same_day else f"{until[:10]} {until[11:19]}"
+            return "SHUT", f"no board accepts cancels until {when}"
         if kind == "daemon.ready":
             return "READY", (f"daemon {e.get('state')}, dry_run={e.get('dry_run')}, jobs: "
                              + ", ".join(e.get("jobs", [])))
