@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from guard.record.metrics import Metrics
 
@@ -47,9 +48,10 @@ class OpsServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         self.metrics.refresh(self.health(), self.next_runs())
+        # The versioned text format: Prometheus 3 refuses a scrape whose type it cannot tell.
         return web.Response(body=self.metrics.exposition(),
-                            content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type-Options": "nosniff"})
+                            headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4,
+                                     "X-Content-Type-Options": "nosniff"})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         health = dict(self.health())

@@ -39,6 +39,24 @@ class Alert:
     at: float
 
 
+_SECRET_PART_LEN = 12  # path segments and query values this long may be tokens
+
+
+def _register_url_secrets(url: str) -> None:
+    """Mask a webhook URL's token wherever it may turn up: the whole URL, the URL without its
+    query, its path, and each long path segment or query value (Telegram's ``bot<token>``,
+    Slack's ``/services/T../B../<secret>``), so a client that rewrites the URL cannot leak it."""
+    parts = urlsplit(url)
+    secrets_registry.add(url, urlunsplit(parts._replace(query="")))
+    if len(parts.path) >= _SECRET_PART_LEN:
+        secrets_registry.add(parts.path)
+    secrets_registry.add(*(seg for seg in parts.path.split("/") if len(seg) >= _SECRET_PART_LEN))
+    for values in parse_qs(parts.query).values():
+        secrets_registry.add(*(v for v in values if len(v) >= _SECRET_PART_LEN))
+    if parts.password:
+        secrets_registry.add(parts.password)
+
+
 def render_body(alert: Alert, fmt: Format, url: str) -> dict[str, Any]:
     """The JSON body for one alert in the webhook's format."""
     icon = {"firing": "ALERT", "reminder": "STILL FIRING", "resolved": "RESOLVED"}[alert.state]
@@ -54,28 +72,35 @@ def render_body(alert: Alert, fmt: Format, url: str) -> dict[str, Any]:
 
 
 class Alerter:
-    """Deduplicates conditions and delivers them from a background task on the event loop."""
+    """Deduplicates conditions and delivers them from a background task on the event loop.
+
+    A firing condition is reminded every ``remind_every_s`` (by ``clock``) while it lasts,
+    whether or not its event recurs: some (no holiday data, a missed pre-close sweep) are
+    logged once. ``remind_tick_s`` is how often (real seconds) that is looked at.
+    """
 
     def __init__(self, url: str | None, fmt: Format = "generic", *, timeout_s: float = 5.0,
-                 retries: int = 3, remind_every_s: float = 3600.0,
+                 retries: int = 3, backoff_s: float = 0.5, remind_every_s: float = 3600.0,
+                 remind_tick_s: float = 30.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.url = url
         self.fmt = fmt
         self.timeout_s = timeout_s
-        self.retries = retries
+        self.retries = max(1, retries)
+        self.backoff_s = backoff_s
         self.remind_every_s = remind_every_s
+        self.remind_tick_s = remind_tick_s
         self._clock = clock
         self._active: dict[str, float] = {}  # condition -> last sent
+        self._latest: dict[str, Alert] = {}  # condition -> its latest summary and details
         self._queue: asyncio.Queue[Alert] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._reminder: asyncio.Task[None] | None = None
         self.sent: list[Alert] = []  # what was delivered (for status and tests)
         self._log = structlog.get_logger("guard.alerts")
         if url:
-            secrets_registry.add(url)  # a webhook URL often carries its token
-            parts = urlsplit(url)
-            if parts.query:
-                secrets_registry.add(urlunsplit(parts._replace(query="")))
+            _register_url_secrets(url)
 
     @property
     def active(self) -> dict[str, float]:
@@ -85,21 +110,33 @@ class Alerter:
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue(maxsize=1000)
         self._worker = asyncio.create_task(self._deliver_forever())
+        self._reminder = asyncio.create_task(self._remind_forever())
 
     async def stop(self, flush_s: float = 2.0) -> None:
+        """Deliver what is queued or on the wire (a resolution at shutdown), for at most
+        ``flush_s``; then stop. Alerts raised after this are kept in ``sent`` only."""
         if self._worker is None:
             return
-        if self._queue is not None and not self._queue.empty():
+        if self._reminder is not None:
+            self._reminder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reminder
+            self._reminder = None
+        if self._queue is not None:
+            # join(), not empty(): an alert taken off the queue may still be on the wire.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._queue.join(), timeout=flush_s)
         self._worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._worker
         self._worker = None
+        self._queue = None
+        self._loop = None
 
     def fire(self, condition: str, summary: str, **details: Any) -> None:
         now = self._clock()
         last = self._active.get(condition)
+        self._latest[condition] = Alert(condition, "reminder", summary, details, now)
         if last is not None and now - last < self.remind_every_s:
             return
         state: State = "firing" if last is None else "reminder"
@@ -107,29 +144,52 @@ class Alerter:
         self._enqueue(Alert(condition, state, summary, details, now))
 
     def resolve(self, condition: str, summary: str = "cleared") -> None:
+        self._latest.pop(condition, None)
         if self._active.pop(condition, None) is not None:
             self._enqueue(Alert(condition, "resolved", summary, {}, self._clock()))
 
+    def remind_due(self) -> None:
+        """Send a reminder for every condition still firing ``remind_every_s`` after its
+        last alert (the latest summary seen for it)."""
+        now = self._clock()
+        for condition, last in list(self._active.items()):
+            latest = self._latest.get(condition)
+            if latest is not None and now - last >= self.remind_every_s:
+                self._active[condition] = now
+                self._enqueue(Alert(condition, "reminder", latest.summary, latest.details, now))
+
+    async def _remind_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.remind_tick_s)
+            self.remind_due()
+
     def _enqueue(self, alert: Alert) -> None:
-        alert = Alert(alert.condition, alert.state, Redactor().scrub(alert.summary),
-                      alert.details, alert.at)
-        if self._queue is None or self._loop is None or not self.url:
+        redactor = Redactor()
+        details = dict(redactor(None, "", dict(alert.details)))
+        alert = Alert(alert.condition, alert.state, redactor.scrub(alert.summary), details,
+                      alert.at)
+        queue, loop = self._queue, self._loop
+        if queue is None or loop is None or not self.url or loop.is_closed():
             self.sent.append(alert)  # nowhere to deliver: still visible to status and tests
             return
+
         def put() -> None:
-            assert self._queue is not None
             try:
-                self._queue.put_nowait(alert)
+                queue.put_nowait(alert)
             except asyncio.QueueFull:
                 self._log.error("alert.dropped", condition=alert.condition, reason="queue full")
+
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if running is self._loop:
+        if running is loop:
             put()
         else:
-            self._loop.call_soon_threadsafe(put)
+            try:
+                loop.call_soon_threadsafe(put)
+            except RuntimeError:  # the loop closed in between: never fail the caller's log call
+                self.sent.append(alert)
 
     async def _deliver_forever(self) -> None:
         assert self._queue is not None
@@ -153,58 +213,101 @@ class Alerter:
                     self._log.info("alert.sent", condition=alert.condition, state=alert.state)
                     return
                 error = f"HTTP {reply.status_code}"
-            except httpx.HTTPError as exc:
-                error = type(exc).__name__
+            except (httpx.HTTPError, OSError) as exc:
+                error = type(exc).__name__  # never str(exc): it may quote the URL
             self._log.warning("alert.delivery_failed", condition=alert.condition,
-                              attempt=attempt, error=error)
-            await asyncio.sleep(min(2.0, 0.25 * 2 ** attempt))
-        self._log.error("alert.undelivered", condition=alert.condition, state=alert.state)
+                              state=alert.state, attempt=attempt, error=error)
+            if attempt < self.retries:
+                await asyncio.sleep(min(2.0, self.backoff_s * 2 ** (attempt - 1)))
+        self._log.error("alert.undelivered", condition=alert.condition, state=alert.state,
+                        attempts=self.retries)
 
 
 class AlertRules:
-    """structlog processor: the guard's events -> conditions fired or resolved."""
+    """structlog processor: the guard's events -> conditions fired or resolved.
 
-    def __init__(self, alerter: Alerter) -> None:
+    ``has_holiday_data(year)`` lets a reload that adds the missing year's holidays resolve
+    the ``no_holiday_data`` condition. Like every observer it never raises: an alert rule
+    must not be able to break the log call (and so the sweep) it watches.
+    """
+
+    def __init__(self, alerter: Alerter,
+                 has_holiday_data: Callable[[int], bool] | None = None) -> None:
         self.alerter = alerter
+        self.has_holiday_data = has_holiday_data
+        self._no_data_years: set[int] = set()
 
     def __call__(self, logger: Any, name: str,
                  event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        with contextlib.suppress(Exception):  # an observer must never break the log call
+            self._observe(event)
+        return event
+
+    def _observe(self, event: MutableMapping[str, Any]) -> None:
         kind = event.get("event")
         a = self.alerter
         if kind == "auth.reauth_required":
-            a.fire("reauth_required", "SSI session lost: run `ssi-guard login` on the host",
-                   reason=event.get("reason"))
+            a.fire("reauth_required", "SSI session lost: run `ssi-guard login` on the host "
+                   f"({event.get('reason')})", reason=event.get("reason"))
         elif kind == "auth.recovered":
             a.resolve("reauth_required", "session restored")
         elif kind == "cancel.failed" and event.get("outcome") == "unconfirmed":
             a.fire("unconfirmed_cancel", f"cancel of order {event.get('order_id')} "
-                   f"({event.get('account')} {event.get('symbol')}) not confirmed",
+                   f"({event.get('account')} {event.get('symbol')}, rule {event.get('rule')}) "
+                   f"not confirmed: {event.get('detail')}",
                    order_id=event.get("order_id"), account=event.get("account"),
-                   rule=event.get("rule"))
+                   symbol=event.get("symbol"), rule=event.get("rule"))
         elif kind == "breaker.tripped":
-            a.fire("circuit_breaker", f"{event.get('matches')} matches > limit "
-                   f"{event.get('limit')}: nothing cancelled; by rule {event.get('rules')}",
-                   matches=event.get("matches"), limit=event.get("limit"),
-                   rules=event.get("rules"))
+            rules = event.get("rules") or {}
+            by_rule = ", ".join(f"{r}={n}" for r, n in dict(rules).items())
+            a.fire("circuit_breaker", f"circuit breaker: {event.get('matches')} cancels wanted, "
+                   f"limit {event.get('limit')} per sweep; nothing was cancelled "
+                   f"(by rule: {by_rule})", matches=event.get("matches"),
+                   limit=event.get("limit"), rules=dict(rules))
         elif kind in ("sweep.failed", "sweep.crashed"):
             a.fire("sweep_failed", f"sweep {event.get('job')} failed: {event.get('error')}",
-                   job=event.get("job"))
+                   job=event.get("job"), error=event.get("error"))
         elif kind == "schedule.missed" and event.get("critical"):
             a.fire("missed_preclose", f"scheduled sweep {event.get('job')} missed "
-                   f"(was due {event.get('scheduled')})", job=event.get("job"))
+                   f"(was due {event.get('scheduled')})", job=event.get("job"),
+                   scheduled=event.get("scheduled"))
         elif kind == "calendar.no_holiday_data":
-            a.fire("no_holiday_data", f"no exchange holiday list for {event.get('year')}: add "
-                   "it to rules.yaml `holidays:`", year=event.get("year"))
+            year = event.get("year")
+            if isinstance(year, int):
+                self._no_data_years.add(year)
+            a.fire("no_holiday_data", f"no exchange holiday list for {year}: add "
+                   "it to rules.yaml `holidays:` and reload (SIGHUP)", year=year)
+        elif kind == "rules.reloaded":
+            self._check_holidays_again()
         elif kind == "sweep.finished":
-            result = event.get("result")
-            if result in ("ok", "nothing_to_do", "dry_run"):
-                a.resolve("sweep_failed", "sweeps succeed again")
-                if not event.get("unconfirmed"):
-                    a.resolve("unconfirmed_cancel", "a later sweep confirmed every cancel")
-                a.resolve("circuit_breaker", "matches back under the limit")
-                if str(event.get("trigger", "")).startswith("pre-close"):
-                    a.resolve("missed_preclose", "a pre-close sweep ran")
-            elif result == "incomplete":
-                a.fire("sweep_failed", "sweep finished incomplete: some cancels are not final",
-                       trigger=event.get("trigger"))
-        return event
+            self._sweep_finished(event)
+
+    def _check_holidays_again(self) -> None:
+        if self.has_holiday_data is None or not self._no_data_years:
+            return
+        if all(self.has_holiday_data(y) for y in self._no_data_years):
+            years = ", ".join(str(y) for y in sorted(self._no_data_years))
+            self._no_data_years.clear()
+            self.alerter.resolve("no_holiday_data", f"holidays for {years} are configured")
+
+    def _sweep_finished(self, event: MutableMapping[str, Any]) -> None:
+        a = self.alerter
+        result = event.get("result")
+        trigger = str(event.get("trigger", ""))
+        if result in ("ok", "nothing_to_do", "dry_run"):
+            a.resolve("sweep_failed", "sweeps succeed again")
+            if not event.get("unconfirmed"):
+                a.resolve("unconfirmed_cancel", "a later sweep completed")
+            a.resolve("circuit_breaker", "matches back under the limit")
+            if trigger.startswith(("pre-close:", "at:")):  # the critical, fixed-time jobs
+                a.resolve("missed_preclose", f"scheduled sweep {trigger} ran")
+        elif result == "incomplete":
+            problems = [f"{event.get(k)} {k}" for k in ("unconfirmed", "failed")
+                        if event.get(k)]
+            unread = event.get("unread_accounts") or []
+            if unread:
+                problems.append(f"accounts not read: {', '.join(map(str, unread))}")
+            a.fire("sweep_failed", f"sweep {trigger} incomplete: "
+                   f"{'; '.join(problems) or 'some cancels are not final'}",
+                   trigger=trigger, unread_accounts=list(unread),
+                   unconfirmed=event.get("unconfirmed"), failed=event.get("failed"))

@@ -8,6 +8,7 @@ scrape time by ``refresh``. Every series name starts with ``ssi_guard_``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping, MutableMapping
 from datetime import datetime
@@ -51,7 +52,9 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.sweeps = Counter("ssi_guard_sweeps", "Sweeps by result", ["result"], registry=r)
-        self.matched = Counter("ssi_guard_orders_matched", "Orders a rule selected", registry=r)
+        self.matched = Counter("ssi_guard_orders_matched",
+                               "Orders a rule selected (those then held back included)",
+                               registry=r)
         self.held = Counter("ssi_guard_orders_held", "Matched orders held back, by reason",
                             ["reason"], registry=r)
         self.cancels = Counter("ssi_guard_cancels", "Decided cancels by final outcome",
@@ -75,9 +78,17 @@ class Metrics:
         self.next_preclose = Gauge("ssi_guard_next_preclose_sweep_timestamp_seconds",
                                    "When the next pre-close sweep fires (epoch s)", registry=r)
         self.healthy = Gauge("ssi_guard_healthy", "1 when healthy, 0 when degraded", registry=r)
+        self.alerts = Counter("ssi_guard_alert_deliveries",
+                              "Webhook alert deliveries by result (sent, failed try, undelivered)",
+                              ["result"], registry=r)
 
     def __call__(self, logger: Any, name: str,
                  event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        with contextlib.suppress(Exception):  # an observer must never break the log call
+            self._count(event)
+        return event
+
+    def _count(self, event: MutableMapping[str, Any]) -> None:
         kind = event.get("event")
         if kind == "sweep.finished":
             self.sweeps.labels(str(event.get("result", "unknown"))).inc()
@@ -89,11 +100,12 @@ class Metrics:
             self.matched.inc()
             self.held.labels(held_kind(str(event.get("reason", "")))).inc()
         elif kind in ("cancel.confirmed", "cancel.failed") and "outcome" in event:
+            # The confirm step's final word: one per decided cancel. The sender's own
+            # ``cancel.failed`` (no ``outcome``: "not sent") is followed by that final word,
+            # so counting it too would count one cancel twice.
             self.cancels.labels(str(event["outcome"])).inc()
             if kind == "cancel.confirmed":
                 self.confirm_latency.observe(_float(event.get("latency_s")))
-        elif kind == "cancel.failed":
-            self.cancels.labels("not_sent").inc()
         elif kind == "cancel.sent" and "request_s" in event:
             self.cancel_latency.observe(_float(event["request_s"]))
         elif kind == "cash.released":
@@ -102,10 +114,21 @@ class Metrics:
                 self.released.inc(delta)
         elif kind == "broker.error":
             self.api_errors.labels(str(event.get("kind", "unknown"))).inc()
-        return event
+        elif kind == "alert.sent":
+            self.alerts.labels("sent").inc()
+        elif kind == "alert.delivery_failed":
+            self.alerts.labels("failed").inc()
+        elif kind == "alert.undelivered":
+            self.alerts.labels("undelivered").inc()
 
     def refresh(self, health: Mapping[str, Any], next_runs: Mapping[str, datetime]) -> None:
-        """Set the state gauges from the daemon's health and schedule, just before a scrape."""
+        """Set the state gauges from the daemon's health and schedule, just before a scrape.
+
+        Timestamps are wall-clock epoch seconds, comparable with Prometheus' ``time()``. The
+        health stamps and ``next_runs`` are in market time, which a rehearsal daemon
+        (``run --at``) runs ``market_offset_s`` ahead of the wall clock: that is taken off.
+        """
+        offset = _float(health.get("market_offset_s"))
         expires = _float(health.get("token_expires_at"))
         self.token_expiry.set(expires)
         reauth = str(health.get("reason", "")).startswith("re-auth")
@@ -113,9 +136,10 @@ class Metrics:
         self.healthy.set(1 if health.get("state") == "healthy" else 0)
         last_ok = str(health.get("last_ok_sweep_at") or "")
         if last_ok:
-            self.last_ok.set(datetime.fromisoformat(last_ok).timestamp())
+            with contextlib.suppress(ValueError):
+                self.last_ok.set(datetime.fromisoformat(last_ok).timestamp() - offset)
         preclose = [t for job, t in next_runs.items() if job.startswith("pre-close")]
-        self.next_preclose.set(min(preclose).timestamp() if preclose else 0)
+        self.next_preclose.set(min(preclose).timestamp() - offset if preclose else 0)
 
     def exposition(self) -> bytes:
         return bytes(generate_latest(self.registry))
