@@ -219,3 +219,10 @@ def test_frozen_clock_instant_is_just_a_parameter() -> None:
     now = datetime.now(UTC)
     assert CAL.cancel_allowed(Board.HOSE, now)
     assert not CAL.cancel_allowed(Board.HOSE, now + timedelta(seconds=1))
+
+
+def test_a_year_the_operator_lists_holidays_for_counts_as_known() -> None:
+    """The no-holiday-data warning asks the operator to add the year's holidays to rules.yaml;
+    once they have, the warning must stop."""
+    assert not build_calendar().has_holiday_data(2031)
+    assert build_calendar([date(2031, 1, 1)]).has_holiday_data(2031)

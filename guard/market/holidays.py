@@ -69,4 +69,8 @@ def shipped_holiday_names() -> Mapping[date, str]:
 
 def build_calendar(extra_holidays: Iterable[date] = ()) -> MarketCalendar:
     """The calendar the daemon uses: shipped holidays plus the operator's ``holidays:``."""
-    return MarketCalendar(shipped_holidays() | set(extra_holidays), data_years=shipped_years())
+    extra = set(extra_holidays)
+    # A year the operator lists holidays for counts as known: that is what the "no holiday
+    # data" warning asks them to do.
+    return MarketCalendar(shipped_holidays() | extra,
+                          data_years=shipped_years() | {d.year for d in extra})
