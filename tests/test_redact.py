@@ -123,3 +123,18 @@ def test_tracebacks_and_library_logs_are_masked(captured: io.StringIO) -> None:
     assert len(lines) == 3
     assert secret not in out
     assert out.count(MASK) >= 4
+
+
+def test_facts_about_a_secret_are_not_masked_but_still_scanned() -> None:
+    """``token_expires_at`` is a timestamp, not a token; a token-shaped value under such a key
+    is still masked by shape."""
+    from guard.record.redact import Redactor, SecretRegistry
+
+    redactor = Redactor(SecretRegistry())
+    out = redactor(None, "info", {"event": "x", "token_expires_at": 1795480730,
+                                  "token_valid": 1, "access_token": "abc123456",
+                                  "refresh_token_at": "Bearer sim-at-abcdefghijkl"})
+    assert out["token_expires_at"] == 1795480730
+    assert out["token_valid"] == 1
+    assert out["access_token"] == "***"
+    assert "sim-at-abcdefghijkl" not in str(out["refresh_token_at"])

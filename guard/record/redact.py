@@ -22,6 +22,9 @@ _SECRET_KEY = re.compile(
     r"(secret|token|otp|password|passwd|private_?key|signature|authorization|credential|api_?key)",
     re.IGNORECASE,
 )
+# Keys that name a secret but hold a fact about it (``token_expires_at``, ``token_valid``):
+# their values still go through the value and shape nets below.
+_ABOUT_A_SECRET = re.compile(r"(_at|_valid|_seconds|_count|_s)$", re.IGNORECASE)
 _SHAPES = (
     re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{4,}"),  # JWT
     re.compile(r"PFJTQUtleVZhbHVl[A-Za-z0-9+/=]+"),  # base64("<RSAKeyValue")
@@ -89,7 +92,8 @@ class Redactor:
         return _mask_text(text, self._registry.snapshot())
 
     def _clean(self, key: str, value: Any, values: tuple[str, ...]) -> Any:
-        if isinstance(key, str) and _SECRET_KEY.search(key) and value not in (None, "", False):
+        if (isinstance(key, str) and _SECRET_KEY.search(key)
+                and not _ABOUT_A_SECRET.search(key) and value not in (None, "", False)):
             return MASK
         if isinstance(value, str):
             return _mask_text(value, values)
