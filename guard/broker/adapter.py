@@ -13,6 +13,7 @@ SDK/httpx failures into a small, honest set of errors:
 from __future__ import annotations
 
 import asyncio
+import reprlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,9 @@ from ssi_sdk import (
     ReauthenticationRequired,
     SSIError,
 )
-from ssi_sdk.models import Token
+from ssi_sdk.constant import EP_ORDER_HISTORY
+from ssi_sdk.models import OrderBook, OrderBookRequest, Token
+from ssi_sdk.utils import is_no_content
 
 from guard.broker.tokens import TokenCache
 from guard.clock import EXCHANGE_TZ
@@ -43,7 +46,8 @@ from guard.record.redact import secrets_registry
 from guard.settings import Credentials
 from guard.snapshot.model import BookOrder, CashFigures
 
-__all__ = ["Broker", "BrokerCallError", "CallKind", "CancelReply"]
+__all__ = ["Broker", "BrokerCallError", "CallKind", "CancelReply", "parse_order_book",
+           "to_book_order"]
 
 T = TypeVar("T")
 CallKind = Literal["rate_limited", "ambiguous", "unavailable", "refused"]
@@ -53,10 +57,17 @@ REFRESH_AHEAD_S = 300  # refresh this long before the access token expires
 # loopback or network jitter between the two is enough to trip a 429 at exactly the limit.
 DEFAULT_RATE_LIMIT = 9
 MAX_BOOK_ROWS = 1000  # the SDK reads one page of 1000; more would be silently cut
+MAX_ID_CHARS = 64  # an orderId or clientRequestId longer than this is not a broker's id
+MAX_PLAUSIBLE = 10**12  # no price (VND) or quantity comes near; beyond it Decimal maths overflows
+MARKET_PRICE_WORDS = frozenset({"ATO", "ATC", "MP", "MTL", "MOK", "MAK", "PLO"})
 
 
 class BrokerCallError(BrokerUnavailable):
-    """A call that failed in a way the caller must tell apart (see the module docstring)."""
+    """A call that failed in a way the caller must tell apart (see the module docstring).
+
+    ``reached`` is False only when no connection was made (refused, connect timeout): not a
+    byte of the request left this host.
+    """
 
     def __init__(
         self,
@@ -66,12 +77,14 @@ class BrokerCallError(BrokerUnavailable):
         retry_after: float | None = None,
         code: str | None = None,
         status: int | None = None,
+        reached: bool = True,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.retry_after = retry_after
         self.code = code
         self.status = status
+        self.reached = reached
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,62 +105,118 @@ def _code(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _int_field(value: Any, name: str, order_id: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        raise BrokerReplyError(f"order {order_id}: field {name} is not a whole number")
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 40
+_SHOW.maxlist = _SHOW.maxdict = 4
+
+
+def _show(value: Any) -> str:
+    """A short, bounded rendering of a value from a reply, for an error message."""
+    return _SHOW.repr(value)
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, in words: "null", "a list", "an int" ..."""
+    if value is None:
+        return "null"
+    name = {"dict": "object", "str": "string"}.get(type(value).__name__, type(value).__name__)
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _text(value: Any, name: str, where: str, *, limit: int, required: bool = False) -> str:
+    """A text field of an order: a string (or a number, or an SDK enum), short, printable.
+    The SDK keeps such fields raw, so a list or an object here is the server's doing."""
+    if isinstance(value, Enum):
+        value = value.value
+    if value is None:
+        value = ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise BrokerReplyError(f"{where}: field {name} is {_kind(value)}, not text")
+    text = str(value)
+    if required and not text.strip():
+        raise BrokerReplyError(f"{where}: field {name} is missing")
+    if len(text) > limit:
+        raise BrokerReplyError(f"{where}: field {name} is {len(text)} characters (at most {limit})")
+    if not text.isprintable():
+        raise BrokerReplyError(f"{where}: field {name} holds control characters")
+    return text
+
+
+def _int_field(value: Any, name: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+        isinstance(value, float) and not value.is_integer()
+    ):
+        raise BrokerReplyError(f"{where}: field {name} is {_show(value)}, not a whole number")
     if value < 0:
-        raise BrokerReplyError(f"order {order_id}: field {name} is negative ({int(value)})")
+        raise BrokerReplyError(f"{where}: field {name} is negative ({int(value)})")
+    if value > MAX_PLAUSIBLE:
+        raise BrokerReplyError(f"{where}: field {name} is implausibly large ({_show(value)})")
     return int(value)
 
 
-def _price(value: Any) -> tuple[Decimal | None, str | None]:
+def _price(value: Any, where: str) -> tuple[Decimal | None, str | None]:
+    """A limit price, or the word of a market-priced order (ATO, ATC, MP ...)."""
     if isinstance(value, Enum):
-        return None, str(value.value)
-    if isinstance(value, bool):
-        raise BrokerReplyError("price is a boolean")
-    if isinstance(value, int | float):
-        return Decimal(str(value)), None
-    text = str(value).strip()
-    try:
-        return Decimal(text.replace(",", "")), None
-    except InvalidOperation:
-        return None, text or None
+        value = value.value
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise BrokerReplyError(f"{where}: field price is {_kind(value)}, not a number")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.upper() in MARKET_PRICE_WORDS:
+            return None, text.upper()
+        try:
+            number = Decimal(text.replace(",", ""))
+        except InvalidOperation:
+            raise BrokerReplyError(
+                f"{where}: field price is {_show(value)}, neither a number nor a market price "
+                "word"
+            ) from None
+    else:
+        number = Decimal(str(value))
+    if not number.is_finite() or number < 0 or number > MAX_PLAUSIBLE:
+        raise BrokerReplyError(f"{where}: field price is {_show(value)}, not a plausible price")
+    return number, None
 
 
 def to_book_order(order: Any, account: str) -> BookOrder:
-    """Parse one SDK ``Order``; anything implausible raises ``BrokerReplyError``."""
-    order_id = _code(getattr(order, "order_id", ""))
-    if not order_id:
-        raise BrokerReplyError(f"account {account}: an order in the book has no orderId")
-    quantity = _int_field(order.quantity, "quantity", order_id)
-    filled = _int_field(order.filled_quantity, "filledQty", order_id)
-    cancelled = _int_field(order.cancel_quantity, "cancelQty", order_id)
+    """Parse one SDK ``Order``; anything implausible raises ``BrokerReplyError`` naming the
+    field. The SDK's own parsing never fails: it keeps unknown values raw (an orderId that is
+    a list, a price that is an object) and turns unreadable numbers into 0, so every field
+    is checked here, where a bad reply can still be refused instead of decided on."""
+    order_id = _text(getattr(order, "order_id", None), "orderId", f"account {account}",
+                     limit=MAX_ID_CHARS, required=True)
+    where = f"order {order_id}"
+    quantity = _int_field(getattr(order, "quantity", None), "quantity", where)
+    filled = _int_field(getattr(order, "filled_quantity", None), "filledQty", where)
+    cancelled = _int_field(getattr(order, "cancel_quantity", None), "cancelQty", where)
     if quantity == 0 or filled + cancelled > quantity:
         raise BrokerReplyError(
-            f"order {order_id}: quantity {quantity} does not cover filled {filled} "
+            f"{where}: quantity {quantity} does not cover filled {filled} "
             f"+ cancelled {cancelled}"
         )
-    status = _code(order.status)
-    if not status:
-        raise BrokerReplyError(f"order {order_id}: field orderStatus is missing")
+    status = _text(getattr(order, "status", None), "orderStatus", where, limit=16,
+                   required=True)
+    raw_time = getattr(order, "input_time", None)
+    if raw_time is None or raw_time == "":
+        raise BrokerReplyError(f"{where}: field inputTime is missing")
     try:
-        entered = datetime.strptime(str(order.input_time), "%Y/%m/%d %H:%M:%S")
-    except ValueError:
+        entered = datetime.strptime(raw_time, "%Y/%m/%d %H:%M:%S")
+    except (TypeError, ValueError):
         raise BrokerReplyError(
-            f"order {order_id}: field inputTime {str(order.input_time)[:40]!r} is not "
-            "YYYY/MM/DD HH:MM:SS"
+            f"{where}: field inputTime {_show(raw_time)} is not YYYY/MM/DD HH:MM:SS"
         ) from None
-    price, word = _price(order.price)
-    owner = _code(getattr(order, "account_no", "")) or account
+    price, word = _price(getattr(order, "price", None), where)
+    owner = _text(getattr(order, "account_no", ""), "accountNo", where, limit=32) or account
     if owner != account:
-        raise BrokerReplyError(f"order {order_id}: belongs to {owner}, asked for {account}")
+        raise BrokerReplyError(f"{where}: belongs to {owner}, asked for {account}")
     return BookOrder(
         account=account,
         order_id=order_id,
-        client_request_id=_code(order.client_request_id),
-        symbol=_code(order.symbol),
-        side=_code(order.side),
-        order_type=_code(order.order_type),
+        client_request_id=_text(getattr(order, "client_request_id", ""), "clientRequestId",
+                                where, limit=MAX_ID_CHARS),
+        symbol=_text(getattr(order, "symbol", ""), "symbol", where, limit=32),
+        side=_text(getattr(order, "side", ""), "side", where, limit=16),
+        order_type=_text(getattr(order, "order_type", ""), "orderType", where, limit=16),
         price=price,
         price_word=word,
         quantity=quantity,
@@ -156,6 +225,99 @@ def to_book_order(order: Any, account: str) -> BookOrder:
         status=status,
         input_time=entered.replace(tzinfo=EXCHANGE_TZ),
     )
+
+
+def _raw_whole(value: Any) -> bool:
+    """Whether the SDK would read ``value`` as a whole number *without* guessing: an int, an
+    integral float, or a numeric string ("100", "1,000", "100.0"). The SDK reads anything
+    else ("abc", a list, true) as 0."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    if isinstance(value, float):
+        return value.is_integer()
+    if isinstance(value, str):
+        try:
+            number = Decimal(value.strip().replace(",", ""))
+        except InvalidOperation:
+            return False
+        return number.is_finite() and number == number.to_integral_value()
+    return False
+
+
+# The quantities of an order and the keys the SDK reads them from (``pick``: the first that
+# is present and not null). ``filledQty``/``cancelQty`` may be absent (0, as the SDK reads it).
+_RAW_QUANTITIES = (("quantity", ("quantity",), True),
+                   ("filledQty", ("filledQty", "filledQuantity"), False),
+                   ("cancelQty", ("cancelQty", "cancelQuantity"), False))
+
+
+def _check_raw_order(item: Any, index: int, account: str) -> None:
+    """What the SDK would silently coerce, refused here by name: an item that is not an
+    object, a quantity that is not a whole number ("abc" would become 0), a price that is not
+    a number or a word (a list would become the text "[...]"), and a row of another account."""
+    where = f"account {account}: orderList[{index}]"
+    if not isinstance(item, dict):
+        raise BrokerReplyError(f"{where} is {_kind(item)}, not an object")
+    order_id = item.get("orderId")
+    if isinstance(order_id, str | int) and not isinstance(order_id, bool) and str(order_id):
+        label = str(order_id)
+        where = f"order {label if label.isprintable() and len(label) <= 40 else _show(label)}"
+    for name, keys, required in _RAW_QUANTITIES:
+        value = next((item[k] for k in keys if item.get(k) is not None), None)
+        if value is None:
+            if required:
+                raise BrokerReplyError(f"{where}: field {name} is missing")
+            continue
+        if not _raw_whole(value):
+            raise BrokerReplyError(f"{where}: field {name} is {_show(value)}, not a whole number")
+    price = item.get("price")
+    if price is not None and (isinstance(price, bool) or not isinstance(price, str | int | float)):
+        raise BrokerReplyError(f"{where}: field price is {_kind(price)}, not a number")
+    # The SDK stamps every row with the reply's top-level accountNo and ignores the row's own.
+    owner = item.get("accountNo")
+    if owner not in (None, "") and str(owner) != account:
+        raise BrokerReplyError(f"{where}: belongs to {_show(owner)}, asked for {account}")
+
+
+def parse_order_book(body: Any, account: str) -> tuple[BookOrder, ...]:
+    """One order-book reply, as the server sent it, to the guard's orders.
+
+    The SDK's ``OrderBook.from_dict`` reads anything that is not an object (a list, a string,
+    a number), and any object without ``orderList`` (a ``data`` envelope, an error shape), as
+    an *empty* book: the guard would then report the account as read with nothing open, and
+    stop guarding it without a word. So the shape is checked here first; only ``{}`` (HTTP
+    204), a ``code`` 204 marker, ``totalRecord`` 0 or an ``orderList`` that is null or a list
+    count as a reply. The rows then go through the SDK's own parsing and ``to_book_order``.
+    """
+    where = f"account {account}: order book reply"
+    if not isinstance(body, dict):
+        raise BrokerReplyError(f"{where} is {_kind(body)}, not an object")
+    if not body or is_no_content(body):
+        return ()
+    if "orderList" not in body:
+        total = body.get("totalRecord")
+        if _raw_whole(total) and Decimal(str(total).replace(",", "")) == 0:
+            return ()
+        raise BrokerReplyError(f"{where} has no orderList (keys: {_show(sorted(map(str, body)))})")
+    rows = body["orderList"]
+    if rows is None:
+        return ()
+    if not isinstance(rows, list):
+        raise BrokerReplyError(f"{where}: field orderList is {_kind(rows)}, not a list")
+    if len(rows) >= MAX_BOOK_ROWS:
+        raise BrokerReplyError(f"account {account}: {len(rows)} orders in one page; the book "
+                               "may be cut")
+    for index, item in enumerate(rows):
+        _check_raw_order(item, index, account)
+    try:
+        orders = OrderBook.from_dict(body).orders
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise BrokerReplyError(f"{where} does not parse ({type(exc).__name__})") from None
+    if len(orders) != len(rows):
+        raise BrokerReplyError(f"{where}: {len(rows)} rows parsed as {len(orders)} orders")
+    return tuple(to_book_order(o, account) for o in orders)
 
 
 def _money(value: Any, name: str) -> Decimal:
@@ -346,7 +508,15 @@ class Broker:
             return
         if self.creds.otp is not None and not self._otp_spent:
             self._otp_spent = True
-            await self.login(otp=self.creds.otp.get_secret_value())
+            try:
+                await self.login(otp=self.creds.otp.get_secret_value())
+            except BrokerCallError as exc:
+                if not exc.reached:
+                    # The connection was refused: the OTP never left this host, so it is
+                    # still unused. Spending it here would make a guard started while the
+                    # network (or SSI) is down ask for `ssi-guard login` once it is back.
+                    self._otp_spent = False
+                raise
             return
         raise ReauthRequired("no valid SSI session: run ssi-guard login")
 
@@ -367,7 +537,8 @@ class Broker:
                                    retry_after=wait, code=str(exc.code), status=429)
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
             name = type(exc).__name__
-            return BrokerCallError("unavailable", f"cannot connect to the broker ({name})")
+            return BrokerCallError("unavailable", f"cannot connect to the broker ({name})",
+                                   reached=False)
         if isinstance(exc, httpx.HTTPError):
             kind: CallKind = "ambiguous" if write else "unavailable"
             return BrokerCallError(kind, f"no answer from the broker ({type(exc).__name__})")
@@ -449,16 +620,12 @@ class Broker:
     async def orders(self, account: str, day: date) -> tuple[BookOrder, ...]:
         """Today's book for ``day`` in exchange time (the SDK's "today" is the host's date)."""
         text = day.strftime("%Y/%m/%d")
-        raw = await self._call(
-            lambda: self.trading.portfolio.get_historical_orders(account, text, text), write=False
-        )
-        if not isinstance(raw, list):
-            raise BrokerReplyError(f"account {account}: order book is not a list")
-        if len(raw) >= MAX_BOOK_ROWS:
-            raise BrokerReplyError(
-                f"account {account}: {len(raw)} orders in one page; the book may be cut"
-            )
-        return tuple(to_book_order(o, account) for o in raw)
+        # The request ``get_historical_orders`` sends, on the same client (token, limiter,
+        # retries, error mapping); but its reply is checked raw: see ``parse_order_book``.
+        params = OrderBookRequest(account_no=account, from_date=text, to_date=text).to_dict()
+        rest = self.auth.rest_client
+        body = await self._call(lambda: rest.get(EP_ORDER_HISTORY, params=params), write=False)
+        return parse_order_book(body, account)
 
     async def cash(self, account: str) -> CashFigures:
         balance = await self._call(

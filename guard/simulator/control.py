@@ -171,10 +171,26 @@ class Simulator:
             await runner.cleanup()
 
     def stop(self) -> None:
+        """Stop serving. Every piece of state (orders, sessions, faults, the record of
+        requests) is kept, and so is the port: ``restart`` serves it again."""
         if self._loop is not None and self._stop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(timeout=10)
         self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def restart(self) -> str:
+        """Stop (if running) and serve again on the same port with the same state, like a
+        broker whose process restarted: clients keep their URL and tokens, but every open
+        connection is gone. Safe to call from any thread but the simulator's own."""
+        if not self._port:
+            raise RuntimeError("simulator never started: nothing to restart")
+        port, host = self._port, self._host
+        self.stop()
+        return self.start(port=port, host=host)
 
     def __enter__(self) -> Simulator:
         if not self._port:
@@ -275,6 +291,15 @@ class Simulator:
 
     def inject(self, fault: Fault) -> Fault:
         return self.faults.add(fault)
+
+    def override_reply(self, method: str, path: str, body: Any, *, status: int = 200,
+                       times: int | None = 1, apply_first: bool = False) -> Fault:
+        """Answer the next ``times`` requests to ``method path`` with ``body`` (raw
+        ``bytes``/``str``, or anything JSON-able) and HTTP ``status``: garbage and hostile
+        replies, after the gateway's auth and signature checks. With ``apply_first`` the
+        real handler runs first (a cancel is applied) and only its answer is replaced."""
+        return self.faults.add(Fault("body", method, path, times=times, status=status,
+                                     body=body, apply_first=apply_first))
 
     def revoke_session(self) -> None:
         """Another login killed the session: access and refresh tokens are dead."""

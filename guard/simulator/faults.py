@@ -10,11 +10,11 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = ["Fault", "FaultKind", "FaultPlan"]
 
-FaultKind = Literal["latency", "error", "hang", "malformed", "drop"]
+FaultKind = Literal["latency", "error", "hang", "malformed", "drop", "body"]
 
 
 @dataclass
@@ -27,6 +27,10 @@ class Fault:
       says whether the cancel took effect before the hang or never did.
     - ``malformed``: answer 200 with a body that is not JSON.
     - ``drop``: close the connection without an answer.
+    - ``body``: answer HTTP ``status`` with ``body`` (after the gateway's auth checks):
+      ``bytes``/``str`` are sent verbatim, anything else as JSON. With ``apply_first`` the
+      handler runs first (a write is applied) and only its reply is replaced; without, the
+      handler never runs. See ``Simulator.override_reply``.
     """
 
     kind: FaultKind
@@ -38,6 +42,7 @@ class Fault:
     seconds: float = 0.0
     apply_first: bool = False
     retry_after: float = 1.0
+    body: Any = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method.upper() != method.upper():

@@ -116,6 +116,16 @@ def _drop(request: web.Request) -> web.Response:
     return web.Response(status=500)
 
 
+def _raw_reply(fault: Fault) -> web.Response:
+    """The reply a ``body`` fault asks for: bytes/str verbatim, anything else as JSON."""
+    body = fault.body
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    elif not isinstance(body, bytes):
+        body = json.dumps(body).encode("utf-8")
+    return web.Response(status=fault.status, body=body, content_type="application/json")
+
+
 def _parse_day(value: str | None) -> date | None:
     if not value:
         return None
@@ -189,6 +199,7 @@ class SimServer:
         _BODY.set(body)
         hang: Fault | None = None
         malformed = False
+        override: Fault | None = None
 
         fired = self.faults.pick(request.method, request.path)
         for fault in fired:
@@ -211,6 +222,8 @@ class SimServer:
                 hang = fault
             elif fault.kind == "malformed":
                 malformed = True
+            elif fault.kind == "body":
+                override = fault
 
         key = self._rate_key(request, body)
         admission = self.buckets.admit(key)
@@ -240,6 +253,11 @@ class SimServer:
             await asyncio.sleep(hang.seconds)  # the client gives up; nothing was applied
             record.status = -2
             return _drop(request)
+        if override is not None and not override.apply_first:
+            reply = _raw_reply(override)  # the handler never runs: nothing applied
+            reply.headers.update(rl_headers)
+            record.status = reply.status
+            return reply
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -250,6 +268,8 @@ class SimServer:
         if malformed:
             response = web.Response(status=200, text='{"code": 200, "data": [ {"orderId": ',
                                     content_type="application/json")
+        if override is not None:
+            response = _raw_reply(override)  # applied, then answered with the given body
         for name, value in rl_headers.items():
             response.headers[name] = value
         record.status = response.status
