@@ -14,18 +14,26 @@ Trigger semantics (also in docs/rules-reference.md):
 - ``at``: matches in ``[at, at + at_window)`` on trading days; ``at_window`` defaults to 60s,
   so a sweep fired at 11:25:00 and run a few seconds late still matches, and polls during the
   next minute see the same answer.
+
+How it is fast (the semantics above are all that matters; this is only how they are computed):
+``_compiled.CompiledRules`` answers every filter and window once per distinct account, symbol,
+side, type and status as a bitmask over the rules, so per order the engine ANDs a few masks,
+looks up the ``_Plan`` for the rules left (cached per board and mask, with its constant
+``Match`` objects built once and shared), and only formats an age for ``max_age`` rules that
+fire. ``tests/test_engine_equivalence.py`` holds this to a plain rule-by-rule reading.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from fnmatch import fnmatchcase
+from datetime import datetime, timedelta
+from operator import attrgetter
+from typing import NamedTuple
 
 from guard.clock import EXCHANGE_TZ
-from guard.config.durations import format_duration
-from guard.config.schema import TERMINAL_STATUSES, Rule, RulesFile
+from guard.config.schema import TERMINAL_STATUSES, RulesFile
+from guard.evaluate._compiled import CompiledRules, age_text
 from guard.market.calendar import Board, MarketCalendar
 from guard.snapshot.model import BookOrder
 
@@ -58,6 +66,59 @@ class Decision:
         return bool(self.matches) and self.held is None
 
 
+_AgeStep = tuple[timedelta, str, str]  # (max_age, rule name, " >= 15m")
+_Step = Match | _AgeStep  # a constant rule's shared Match, or an age rule to check
+
+
+class _Plan(NamedTuple):
+    """What the rules an order's filters left (one mask, on one board) make of it.
+
+    ``constant``: the matches when no ``max_age`` rule fires (or none is left). ``steps``: None
+    when no ``max_age`` rule is left, else every rule left, in rule order. ``youngest``: the
+    smallest ``max_age`` left; an order younger than that needs no look at ``steps``.
+    """
+
+    constant: tuple[Match, ...]
+    steps: tuple[_Step, ...] | None
+    youngest: timedelta
+
+
+class _Plans(dict[int, _Plan]):
+    """One board's plans by rule mask, each built on first use from per-rule steps made once."""
+
+    def __init__(self, compiled: CompiledRules, board: Board | None) -> None:
+        super().__init__()
+        self._steps: list[_Step | None] = []  # None: the rule cannot fire on this board now
+        for i, rule in enumerate(compiled.rules):
+            if rule.max_age is not None:
+                self._steps.append((rule.max_age, rule.name, f" >= {age_text(rule.max_age)}"))
+            else:
+                reason = compiled.reason(i, board)
+                self._steps.append(None if reason is None else Match(rule.name, reason))
+
+    def __missing__(self, mask: int) -> _Plan:
+        steps: list[_Step] = []
+        constant: list[Match] = []
+        youngest = timedelta.max
+        rest = mask
+        while rest:  # the set bits, lowest (first rule) first
+            low = rest & -rest
+            rest ^= low
+            step = self._steps[low.bit_length() - 1]
+            assert step is not None, "a board's masks only hold rules that can fire on it"
+            steps.append(step)
+            if isinstance(step, Match):
+                constant.append(step)
+            elif step[0] < youngest:
+                youngest = step[0]
+        has_ages = len(steps) > len(constant)
+        plan = self[mask] = _Plan(tuple(constant), tuple(steps) if has_ages else None, youngest)
+        return plan
+
+
+_SymbolFacts = tuple[Board | None, int, str | None, _Plans]
+
+
 def evaluate(
     orders: Iterable[BookOrder],
     rules: RulesFile,
@@ -72,19 +133,103 @@ def evaluate(
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("evaluate needs an aware 'now'")
-    live = [o for o in orders if o.status not in TERMINAL_STATUSES]
-    live.sort(key=_order_key)
-    decisions = []
+    live = _sorted_live(orders)
+    if not live:
+        return []
+    compiled = CompiledRules(rules, now, calendar, boards)
+    plans_by_board: dict[Board | None, _Plans] = {}
+    symbols: dict[str, _SymbolFacts] = {}
+
+    def facts_of(symbol: str) -> _SymbolFacts:
+        """What the symbol alone decides: board, rule mask, board hold, the board's plans."""
+        board, mask, held = compiled.symbol_facts(symbol)
+        plans = plans_by_board.get(board)
+        if plans is None:
+            plans = plans_by_board[board] = _Plans(compiled, board)
+        facts = symbols[symbol] = (board, mask, held, plans)
+        return facts
+
+    # Hoisted for the loop: it runs once per order, everything else once per distinct value.
+    accounts, accounts_other = compiled.accounts, compiled.accounts_other
+    sides, sides_other = compiled.sides, compiled.sides_other
+    types, types_other = compiled.order_types, compiled.order_types_other
+    statuses, statuses_other = compiled.statuses, compiled.statuses_other
+    keep_partial, qty_top = compiled.keep_partial, compiled.qty_top
+    qty, qty_mask = compiled.qty, compiled.qty_mask
+    status_holds, status_hold = compiled.status_holds, compiled.status_hold
+    prefixes, protected = compiled.prefixes, compiled.protected
+    guarded = compiled.guarded
+    decisions: list[Decision] = []
+    append = decisions.append
     for order in live:
-        board = _board_of(order.symbol, rules, boards)
-        matches = tuple(
-            Match(rule.name, reason)
-            for rule in rules.rules
-            if (reason := _match(rule, order, board, now, calendar)) is not None
-        )
-        held = _held(order, board, rules, now, calendar)
-        decisions.append(Decision(order=order, board=board, matches=matches, held=held))
+        board, mask, board_held, plans = symbols.get(order.symbol) or facts_of(order.symbol)
+        status = order.status
+        filled = order.filled
+        left = order.quantity - filled - order.cancelled  # ``remaining`` before its max(0, .)
+        matches: tuple[Match, ...] = ()
+        if mask:
+            mask &= (
+                accounts.get(order.account, accounts_other)
+                & sides.get(order.side, sides_other)
+                & types.get(order.order_type, types_other)
+                & statuses.get(status, statuses_other)
+            )
+            if mask and (status == "PF" or filled > 0):
+                mask &= keep_partial
+            if mask and left < qty_top:
+                mask &= qty.get(left) or qty_mask(left)
+            if mask:
+                matches, steps, youngest = plans[mask]
+                if steps is not None and order.input_time.tzinfo is not None:
+                    age = now - order.input_time
+                    if age >= youngest:
+                        matches = _with_ages(steps, age)
+        held = status_holds[status] if status in status_holds else status_hold(status)
+        if held is None:
+            if left <= 0:
+                held = "nothing left to cancel"
+            elif order.client_request_id.startswith(prefixes):
+                held = protected(order.client_request_id)
+            elif board_held is not None:
+                held = board_held
+            elif order.account not in guarded:
+                held = "account not guarded"
+            elif order.input_time.tzinfo is None:
+                held = "input_time has no timezone"
+        append(Decision(order, board, matches, held))
     return decisions
+
+
+def _with_ages(steps: tuple[_Step, ...], age: timedelta) -> tuple[Match, ...]:
+    """The matches of one order whose age some ``max_age`` rule may reach, in rule order."""
+    out: list[Match] = []
+    head = ""
+    for step in steps:
+        if isinstance(step, Match):
+            out.append(step)
+        elif age >= step[0]:
+            if not head:
+                head = "age " + age_text(age)
+            out.append(Match(step[1], head + step[2]))
+    return tuple(out)
+
+
+_BY_KEY: Callable[[BookOrder], tuple[str, datetime, str]] = attrgetter(
+    "account", "input_time", "order_id"
+)
+
+
+def _sorted_live(orders: Iterable[BookOrder]) -> list[BookOrder]:
+    """Non-terminal orders by (account, input_time, order_id), stable.
+
+    The C-level key is the same order as ``_order_key`` unless a naive ``input_time`` meets an
+    aware one, which raises; then (on the untouched list) the careful key runs instead.
+    """
+    live = [o for o in orders if o.status not in TERMINAL_STATUSES]
+    try:
+        return sorted(live, key=_BY_KEY)
+    except TypeError:
+        return sorted(live, key=_order_key)
 
 
 def _aware(instant: datetime) -> datetime:
@@ -94,102 +239,3 @@ def _aware(instant: datetime) -> datetime:
 
 def _order_key(order: BookOrder) -> tuple[str, datetime, str]:
     return (order.account, _aware(order.input_time), order.order_id)
-
-
-def _board_of(symbol: str, rules: RulesFile, boards: Mapping[str, Board]) -> Board | None:
-    if symbol in rules.boards:
-        return rules.boards[symbol]
-    board = boards.get(symbol)
-    return Board(board) if board is not None else None
-
-
-def _protected_prefix(order: BookOrder, rules: RulesFile) -> str | None:
-    for prefix in rules.protect.client_request_id_prefixes:
-        if order.client_request_id.startswith(prefix):
-            return prefix
-    return None
-
-
-def _held(
-    order: BookOrder,
-    board: Board | None,
-    rules: RulesFile,
-    now: datetime,
-    calendar: MarketCalendar,
-) -> str | None:
-    """The first reason this order must not be cancelled now (the order is the doc's order)."""
-    if order.status == "WC":
-        return "status WC already cancelling"
-    if order.status not in rules.cancellable:
-        return f"status {order.status} not cancellable"
-    if order.remaining <= 0:
-        return "nothing left to cancel"
-    prefix = _protected_prefix(order, rules)
-    if prefix is not None:
-        return f"protected prefix {prefix}"
-    if board is None:
-        return f"board unknown for symbol {order.symbol}"
-    banned = calendar.why_banned(board, now)
-    if banned is not None:
-        return banned
-    if order.account not in rules.accounts:
-        return "account not guarded"
-    if order.input_time.tzinfo is None:
-        return "input_time has no timezone"
-    return None
-
-
-def _filters_pass(rule: Rule, order: BookOrder, board: Board | None) -> bool:
-    """All of the rule's ``match`` filters, ANDed; an absent filter passes."""
-    f = rule.match
-    if f.accounts is not None and order.account not in f.accounts:
-        return False
-    if f.boards is not None and (board is None or board not in f.boards):
-        return False
-    if f.symbols is not None and not any(fnmatchcase(order.symbol, p) for p in f.symbols):
-        return False
-    if f.sides is not None and order.side not in f.sides:
-        return False
-    if f.order_types is not None and order.order_type not in f.order_types:
-        return False
-    if f.statuses is not None and order.status not in f.statuses:
-        return False
-    if f.partially_filled == "skip" and (order.status == "PF" or order.filled > 0):
-        return False
-    return order.remaining >= f.min_remaining_qty
-
-
-def _match(
-    rule: Rule,
-    order: BookOrder,
-    board: Board | None,
-    now: datetime,
-    calendar: MarketCalendar,
-) -> str | None:
-    """The reason ``rule`` selects ``order`` at ``now``, or None if it does not."""
-    if not _filters_pass(rule, order, board):
-        return None
-    if rule.max_age is not None:
-        if order.input_time.tzinfo is None:
-            return None
-        age = now - order.input_time
-        if age >= rule.max_age:
-            return f"age {format_duration(age)} >= {format_duration(rule.max_age)}"
-        return None
-    local = now.astimezone(EXCHANGE_TZ)
-    if rule.before_close is not None:
-        if board is None:
-            return None
-        cutoff = calendar.cancel_cutoff(board, local.date())
-        if cutoff is not None and cutoff - rule.before_close <= local < cutoff:
-            what = "close" if board is Board.UPCOM else "ATC"
-            left = format_duration(cutoff - local)
-            return f"{local:%H:%M:%S} is {left} before {board.value} {what}"
-        return None
-    if rule.at is not None and calendar.is_trading_day(local.date()):
-        for at in rule.at:
-            start = datetime.combine(local.date(), at, tzinfo=EXCHANGE_TZ)
-            if start <= local < start + rule.at_window:
-                shown = at.isoformat("seconds" if at.second else "minutes")
-                return f"fixed sweep at {shown}"
-    return None

@@ -1,0 +1,224 @@
+"""Rules compiled against one (now, calendar, boards): every answer no single order can change.
+
+A book holds thousands of orders but only a few accounts, symbols, sides, types and statuses,
+and whether a ``before_close`` or ``at`` window is open depends on the board at most. So each
+filter and trigger is answered once per distinct value, as a bitmask over the rules (bit ``i``
+is ``rules.rules[i]``); per order, the engine ANDs a few masks and compares the age.
+
+Built per ``evaluate`` call and never kept: it depends on ``now``, the calendar and the board
+map, so a cache across calls could only go stale (and would make a benchmark time a cache).
+The semantics are the engine's (see ``guard.evaluate.engine``); this module only reorders the
+work. The calendar is asked once per board instead of once per order, which is the same
+answer because it is pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
+
+from guard.clock import EXCHANGE_TZ
+from guard.config.durations import format_duration
+from guard.config.schema import Rule, RulesFile
+from guard.market.calendar import Board, MarketCalendar
+
+__all__ = ["CompiledRules", "age_text"]
+
+_INT_SECONDS = 2**31  # below this, int(td.total_seconds()) == td.days * 86400 + td.seconds
+
+
+def age_text(age: timedelta) -> str:
+    """``format_duration(age)``, by integer arithmetic where that is provably the same text.
+
+    Called for every order some ``max_age`` rule matches, so it skips ``format_duration``'s
+    float and generator. Below 2**31 s a float keeps sub-second parts far finer than the gap to
+    the next whole second, so truncating ``total_seconds()`` gives exactly days * 86400 +
+    seconds; anything else (a sub-second age, an absurd one) takes the general path.
+    """
+    seconds = age.days * 86_400 + age.seconds
+    if not 0 < seconds < _INT_SECONDS:
+        return format_duration(age)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = f"{hours}h" if hours else ""
+    if minutes:
+        text += f"{minutes}m"
+    if seconds:
+        text += f"{seconds}s"
+    return text
+
+
+def _value_masks(filters: Sequence[tuple[str, ...] | None]) -> tuple[dict[str, int], int]:
+    """For each value some rule lists, the rules it passes; and the mask for any other value."""
+    other = _mask(f is None for f in filters)
+    named = {value for f in filters if f is not None for value in f}
+    masks = {v: other | _mask(f is not None and v in f for f in filters) for v in named}
+    return masks, other
+
+
+def _mask(flags: Iterable[bool]) -> int:
+    """Bit ``i`` set where the ``i``-th flag is true."""
+    mask = 0
+    for i, flag in enumerate(flags):
+        if flag:
+            mask |= 1 << i
+    return mask
+
+
+class CompiledRules:
+    """One ``RulesFile`` answered for one instant: filter masks, trigger masks and hold texts.
+
+    Per order the engine needs: ``symbol_facts`` (board, rule mask, board hold), the value
+    masks (``accounts``, ``sides``, ``order_types``, ``statuses`` with their ``*_other``
+    fallbacks), ``keep_partial``, ``qty_mask`` when what is left is under ``qty_top``, and the
+    hold texts. Constant reasons (before_close, at) come from ``reason``.
+    """
+
+    __slots__ = (
+        "_board_facts", "_boards", "_calendar", "_globs", "_local", "_no_globs", "_now",
+        "_overrides", "_reasons", "accounts", "accounts_other", "guarded",
+        "keep_partial", "order_types", "order_types_other", "prefixes", "qty", "qty_top", "rules",
+        "sides", "sides_other", "status_holds", "statuses", "statuses_other",
+    )
+
+    def __init__(
+        self,
+        rules: RulesFile,
+        now: datetime,
+        calendar: MarketCalendar,
+        boards: Mapping[str, Board],
+    ) -> None:
+        self.rules: tuple[Rule, ...] = rules.rules
+        self._now = now
+        self._local = now.astimezone(EXCHANGE_TZ)
+        self._calendar = calendar
+        self._boards = boards
+        self._overrides = rules.boards
+        self.guarded = frozenset(rules.accounts)
+        self.prefixes = tuple(rules.protect.client_request_id_prefixes)
+        cancellable = frozenset(rules.cancellable)
+        # status -> the hold it imposes alone; filled in by status_hold for other statuses
+        self.status_holds = {s: _status_hold(s, cancellable) for s in (*cancellable, "WC")}
+
+        filters = [r.match for r in self.rules]
+        self.accounts, self.accounts_other = _value_masks([f.accounts for f in filters])
+        self.sides, self.sides_other = _value_masks([f.sides for f in filters])
+        self.order_types, self.order_types_other = _value_masks([f.order_types for f in filters])
+        self.statuses, self.statuses_other = _value_masks([f.statuses for f in filters])
+        self.keep_partial = _mask(f.partially_filled != "skip" for f in filters)
+        self.qty_top = max((f.min_remaining_qty for f in filters), default=0)
+        self.qty: dict[int, int] = {}  # what is left -> mask, filled by qty_mask
+
+        self._no_globs = _mask(f.symbols is None for f in filters)
+        self._globs = [(1 << i, f.symbols) for i, f in enumerate(filters) if f.symbols is not None]
+        # The order-independent reasons: at rules now, before_close rules per board (lazily).
+        self._reasons: dict[tuple[int, Board | None], str] = {}
+        trading_day = calendar.is_trading_day(self._local.date())
+        for i, rule in enumerate(self.rules):
+            if rule.at is not None and trading_day:
+                reason = _at_reason(rule, self._local)
+                if reason is not None:
+                    self._reasons[i, None] = reason
+        self._board_facts: dict[Board | None, tuple[int, str | None]] = {}
+
+    # ---- per symbol ------------------------------------------------------------------------
+
+    def symbol_facts(self, symbol: str) -> tuple[Board | None, int, str | None]:
+        """The symbol's board, the rules its board/symbol filters and triggers let through,
+        and the hold its board imposes now (unknown board, or the calendar's ban)."""
+        if symbol in self._overrides:
+            board: Board | None = self._overrides[symbol]
+        else:
+            raw = self._boards.get(symbol)
+            board = Board(raw) if raw is not None else None
+        board_mask, banned = self._facts_of_board(board)
+        globs = self._no_globs
+        for bit, patterns in self._globs:
+            if any(fnmatchcase(symbol, p) for p in patterns):
+                globs |= bit
+        held = f"board unknown for symbol {symbol}" if board is None else banned
+        return board, board_mask & globs, held
+
+    def _facts_of_board(self, board: Board | None) -> tuple[int, str | None]:
+        """Rules whose board filter passes and whose trigger can fire on ``board`` now; the ban."""
+        facts = self._board_facts.get(board)
+        if facts is None:
+            mask = 0
+            for i, rule in enumerate(self.rules):
+                allowed = rule.match.boards
+                if allowed is not None and (board is None or board not in allowed):
+                    continue
+                if rule.max_age is not None or (i, None) in self._reasons:
+                    mask |= 1 << i
+                elif rule.before_close is not None and board is not None:
+                    reason = _before_close_reason(rule, board, self._local, self._calendar)
+                    if reason is not None:
+                        self._reasons[i, board] = reason
+                        mask |= 1 << i
+            banned = None if board is None else self._calendar.why_banned(board, self._now)
+            facts = self._board_facts[board] = (mask, banned)
+        return facts
+
+    def reason(self, index: int, board: Board | None) -> str | None:
+        """Why rule ``index`` (before_close or at) fires on ``board`` now; None if it does not.
+
+        Complete for ``board`` once ``symbol_facts`` has seen one of its symbols.
+        """
+        at = self._reasons.get((index, None))
+        return at if at is not None else self._reasons.get((index, board))
+
+    # ---- per order value -------------------------------------------------------------------
+
+    def qty_mask(self, left: int) -> int:
+        """Rules whose ``min_remaining_qty`` ``left`` (quantity - filled - cancelled) meets."""
+        mask = self.qty.get(left)
+        if mask is None:
+            remaining = max(0, left)
+            mask = self.qty[left] = _mask(
+                remaining >= r.match.min_remaining_qty for r in self.rules
+            )
+        return mask
+
+    def status_hold(self, status: str) -> str | None:
+        """The hold a status alone imposes (the first two checks of the hold order)."""
+        if status not in self.status_holds:
+            self.status_holds[status] = _status_hold(status, frozenset())  # not cancellable
+        return self.status_holds[status]
+
+    def protected(self, client_request_id: str) -> str | None:
+        """``protected prefix P`` for the first listed prefix the id starts with."""
+        for prefix in self.prefixes:
+            if client_request_id.startswith(prefix):
+                return f"protected prefix {prefix}"
+        return None
+
+
+def _status_hold(status: str, cancellable: frozenset[str]) -> str | None:
+    if status == "WC":
+        return "status WC already cancelling"
+    if status not in cancellable:
+        return f"status {status} not cancellable"
+    return None
+
+
+def _before_close_reason(
+    rule: Rule, board: Board, local: datetime, calendar: MarketCalendar
+) -> str | None:
+    assert rule.before_close is not None
+    cutoff = calendar.cancel_cutoff(board, local.date())
+    if cutoff is not None and cutoff - rule.before_close <= local < cutoff:
+        what = "close" if board is Board.UPCOM else "ATC"
+        left = format_duration(cutoff - local)
+        return f"{local:%H:%M:%S} is {left} before {board.value} {what}"
+    return None
+
+
+def _at_reason(rule: Rule, local: datetime) -> str | None:
+    """On a trading day (checked by the caller): the first ``at`` whose window holds ``local``."""
+    for at in rule.at or ():
+        start = datetime.combine(local.date(), at, tzinfo=EXCHANGE_TZ)
+        if start <= local < start + rule.at_window:
+            shown = at.isoformat("seconds" if at.second else "minutes")
+            return f"fixed sweep at {shown}"
+    return None
