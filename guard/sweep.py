@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -147,10 +147,14 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
              accounts=list(rules.accounts))
 
     await ctx.broker.ensure_session()
+    deferred: frozenset[tuple[str, str]] = frozenset()
     if ctx.owns_state and ctx.journal.open_intents():
         # Intents of a sweep still running in this process are not orphans: skip them.
-        await reconcile(ctx.broker, ctx.journal, wall=ctx.wall, log=log,
-                        timeout=rules.limits.confirm_timeout, exclude=set(ctx.in_flight))
+        reconciled = await reconcile(
+            ctx.broker, ctx.journal, wall=ctx.wall, log=log,
+            timeout=rules.limits.confirm_timeout, exclude=set(ctx.in_flight),
+            on_the_wire=timedelta(seconds=ctx.broker.config.timeout_ms / 1000 + 5))
+        deferred = reconciled.deferred
     # The exchange's date, whatever zone the clock answers in (``--at ...Z`` is UTC).
     day = now.astimezone(EXCHANGE_TZ).date()
     snapshot = await take_snapshot(ctx.broker, rules.accounts, day, ctx.clock, log)
@@ -161,21 +165,29 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
     _log_decisions(log, decisions)
 
     plan = plan_cancels(decisions, max_cancels=rules.limits.max_cancels_per_sweep,
-                        dry_run=dry, paused=ctx.paused, in_flight=ctx.in_flight)
+                        dry_run=dry, paused=ctx.paused, in_flight=ctx.in_flight | deferred)
     # Claim the targets at once, with no await between planning and claiming: a sweep that
     # overlaps this one (a poll beside a fixed-time sweep) must see them as in flight, or
     # both would send a cancel for the same order.
     claimed = {t.key for b in plan.batches for t in b}
     ctx.in_flight.update(claimed)
     try:
-        return await _act(ctx, trigger, log, t0, now, sweep_id, dry, snapshot, decisions, plan)
+        return await _act(ctx, trigger, log, t0, now, sweep_id, dry, snapshot, decisions, plan,
+                          deferred)
+    except Exception as exc:
+        # send_plan returns or raises only once every request it started has been answered,
+        # so nothing of this sweep is on the wire: its open intents need no waiting (see
+        # reconcile). A cancelled task or a killed process writes no such row.
+        ctx.journal.finish_sweep(sweep_id, ctx.wall(), "aborted",
+                                 {"error": type(exc).__name__, "requests_on_the_wire": 0})
+        raise
     finally:
         ctx.in_flight.difference_update(claimed)
 
 
 async def _act(ctx: SweepContext, trigger: str, log: Any, t0: float, now: datetime,
                sweep_id: int, dry: bool, snapshot: Snapshot, decisions: list[Decision],
-               plan: CancelPlan) -> SweepReport:
+               plan: CancelPlan, deferred: frozenset[tuple[str, str]]) -> SweepReport:
     """Send, confirm, release and record what ``plan`` says; the report of the sweep."""
     rules = ctx.rules
     ctx.journal.decisions(sweep_id, _decision_rows(decisions, plan))
@@ -226,14 +238,16 @@ async def _act(ctx: SweepContext, trigger: str, log: Any, t0: float, now: dateti
         result = "ok"
     else:
         result = "incomplete"
-    if snapshot.failures and result in ("ok", "nothing_to_do", "dry_run"):
-        # An account that was not read was not guarded: the journal must not say "ok".
+    if (snapshot.failures or deferred) and result in ("ok", "nothing_to_do", "dry_run"):
+        # An account that was not read was not guarded, and a deferred intent (a dead
+        # process's cancel possibly still on the wire) has no outcome yet: not "ok".
         result = "incomplete"
     report = SweepReport(sweep_id, trigger, now, dry, tuple(decisions), plan, tuple(sent),
                          tuple(outcomes), tuple(releases), snapshot.failures,
                          time.monotonic() - t0, result)
     summary = {**report.counts(), "duration_s": round(report.duration_s, 3),
-               "unread_accounts": [a for a, _ in snapshot.failures]}
+               "unread_accounts": [a for a, _ in snapshot.failures],
+               "deferred": len(deferred)}
     ctx.journal.finish_sweep(sweep_id, ctx.wall(), result, summary)
     finished = log.info if report.complete else log.error
     finished("sweep.finished", result=result, **summary)

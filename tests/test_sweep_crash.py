@@ -15,6 +15,7 @@ import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sweep_kit import (
@@ -173,6 +174,13 @@ def test_sigkill_after_intents_are_committed_then_restart(sim: Simulator, tmp_pa
         assert j.integrity_ok()
 
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
+    if again.returncode == 6:
+        # The killed run's batch may still have been on the wire: its intents wait out the
+        # broker timeout (10 s + 5 s margin) before being called "never landed".
+        assert '"deferred": 3' in again.stdout or "deferred" in again.stdout, again.stdout[-2000:]
+        time.sleep(16)
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60,
+                               check=False)
     assert again.returncode == 0, again.stderr
 
     assert all(sim.order(i).status == "CL" for i in ids)
@@ -213,3 +221,42 @@ def test_check_never_refreshes_or_logs_in(sim: Simulator, tmp_path: Path) -> Non
     finally:
         running_guard.release()
     assert [r.path for r in sim.requests if r.path.startswith("/api/v3/auth")] == []
+
+
+def test_a_dead_runs_cancel_still_on_the_wire_is_not_called_never_landed(
+        sim: Simulator, tmp_path: Path) -> None:
+    """A process killed with a cancel in flight: that request may still be applied for as long
+    as the broker timeout. Until then the intent stays open and the order is left alone (not
+    "failed", not cancelled again); afterwards an order still open is "never landed" and is
+    decided afresh."""
+    a = sim.seed_order(ACCT, "SSI", age=STALE)
+    guard = Guard(sim, tmp_path / "state", rules_text())
+    guard.state_dir.mkdir(mode=0o700, exist_ok=True)
+    just_now = datetime.now(EXCHANGE_TZ)
+    with guard.journal() as j:
+        sweep = j.start_sweep(just_now, "crashed", sim.clock(), False)
+        o = sim.order(a)
+        [intent] = j.intents(sweep, just_now, "inflight", [
+            (o.account, a, "stale", str(o.price), o.side, o.order_type, o.remaining,
+             o.cancel_qty)])
+
+    async def sweep_at(wall_offset: timedelta) -> Any:
+        async with guard.context() as ctx:
+            ctx.wall = lambda: datetime.now(EXCHANGE_TZ) + wall_offset
+            return await run_sweep(ctx, "restart")
+
+    first = asyncio.run(sweep_at(timedelta(0)))
+    assert first.result == "incomplete" and not first.complete
+    assert sim.order(a).status == "QU"
+    assert sim.accepted_cancels() == []  # not sent again while the old request may land
+    with guard.journal() as j:
+        assert [i.intent_id for i in j.open_intents()] == [intent]
+
+    later = asyncio.run(sweep_at(timedelta(seconds=20)))  # past the broker timeout + margin
+    assert later.result == "ok"
+    assert sim.order(a).status == "CL"
+    assert sim.accepted_cancels() == [a]
+    with guard.journal() as j:
+        kinds = dict(j.query("SELECT intent_id, outcome FROM outcomes"))
+        assert kinds[intent] == "failed"
+        assert j.open_intents() == []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -27,7 +28,7 @@ from guard.confirm.confirm import Outcome, confirm
 from guard.record.journal import Journal, OpenIntent
 from guard.snapshot.model import BookOrder
 
-__all__ = ["reconcile"]
+__all__ = ["Reconciled", "reconcile"]
 
 
 def _book_day(intent: OpenIntent) -> datetime:
@@ -48,14 +49,30 @@ def _placeholder(intent: OpenIntent) -> BookOrder:
     )
 
 
+@dataclass(frozen=True)
+class Reconciled:
+    """The outcomes written, and the orders left open because a dead process's cancel for
+    them may still be on the wire (the caller must not cancel them in this sweep)."""
+
+    outcomes: list[Outcome]
+    deferred: frozenset[tuple[str, str]]
+
+
 async def reconcile(broker: Broker, journal: Journal, *, wall: Callable[[], datetime],
                     log: Any, timeout: timedelta = timedelta(seconds=30),
-                    exclude: Collection[tuple[str, str]] = ()) -> list[Outcome]:
-    """Give every open intent (but those in ``exclude``) an outcome. Orders still open are
-    "failed: not applied"; nothing is ever sent."""
+                    exclude: Collection[tuple[str, str]] = (),
+                    on_the_wire: timedelta = timedelta(seconds=15)) -> Reconciled:
+    """Give every open intent (but those in ``exclude``) an outcome; nothing is ever sent.
+
+    An order still open is "failed: the cancel never landed" only once the dead process's
+    last request must have timed out (``on_the_wire`` after the batch's last journaled
+    activity: the broker timeout plus a margin). Before that, the request may still be
+    applied, so the intent stays open and the order is ``deferred``. An intent whose sweep
+    was journaled as finished (or aborted) had no request left on the wire: no wait.
+    """
     intents = [i for i in journal.open_intents() if (i.account, i.order_id) not in exclude]
     if not intents:
-        return []
+        return Reconciled([], frozenset())
     log.warning("journal.reconciling", open_intents=len(intents))
     pending: list[SendResult] = []
     by_id = {}
@@ -69,10 +86,17 @@ async def reconcile(broker: Broker, journal: Journal, *, wall: Callable[[], date
         books[account, day] = {o.order_id: o for o in await broker.orders(account, day)}
     outcomes: list[Outcome] = []
     watch = []
+    deferred: set[tuple[str, str]] = set()
+    checked_at = wall()
     for sent in pending:
         order = sent.target.order
         now = books[order.account, order.input_time.date()].get(order.order_id)
         if now is not None and now.status != "WC" and now.status not in TERMINAL:
+            intent = by_id[sent.intent_id]
+            if (not intent.sweep_closed
+                    and checked_at - intent.last_activity < on_the_wire):
+                deferred.add(sent.target.key)  # may still land: decide on a later sweep
+                continue
             # Still open: the cancel never reached the exchange (or it refused it).
             outcomes.append(Outcome(sent, "failed", 0, now.status,
                                     "the cancel never landed (the guard stopped before it was "
@@ -85,5 +109,6 @@ async def reconcile(broker: Broker, journal: Journal, *, wall: Callable[[], date
         journal.outcome(intent.intent_id, wall(), intent.account, intent.order_id, outcome.kind,
                         outcome.cancelled_qty, outcome.final_status,
                         f"reconciled: {outcome.detail}")
-    log.info("journal.reconciled", outcomes=dict(Counter(o.kind for o in outcomes)))
-    return outcomes
+    log.info("journal.reconciled", outcomes=dict(Counter(o.kind for o in outcomes)),
+             deferred=len(deferred))
+    return Reconciled(outcomes, frozenset(deferred))

@@ -64,6 +64,17 @@ class OpenIntent:
     side: str
     order_type: str
     market_time: str  # the sweep's market instant: its date is the book the order is in
+    last_request_at: str | None = None  # the last request journaled for its batch, if any
+    sweep_closed: bool = False  # its sweep has a result row: no request was left on the wire
+
+    @property
+    def last_activity(self) -> datetime:
+        """When this intent's batch last did anything the journal knows of: a request that
+        was in flight when the guard died was sent after this instant."""
+        stamps = [datetime.fromisoformat(self.created_at)]
+        if self.last_request_at:
+            stamps.append(datetime.fromisoformat(self.last_request_at))
+        return max(stamps)
 
 
 def _iso(instant: datetime) -> str:
@@ -180,12 +191,20 @@ class Journal:
         with self._lock:
             rows = self._db.execute(
                 "SELECT i.id, i.sweep_id, i.account, i.order_id, i.created_at, "
-                "i.cancelled_before, i.price, i.side, i.order_type, s.market_time "
+                "i.cancelled_before, i.price, i.side, i.order_type, s.market_time, "
+                "(SELECT MAX(r.at) FROM requests r WHERE r.request_key = i.request_key), "
+                "EXISTS (SELECT 1 FROM sweep_results x WHERE x.sweep_id = i.sweep_id) "
                 "FROM intents i JOIN sweeps s ON s.id = i.sweep_id "
                 "WHERE NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.intent_id = i.id) "
                 "ORDER BY i.id"
             ).fetchall()
-        return [OpenIntent(*row) for row in rows]
+        return [
+            OpenIntent(intent_id=r[0], sweep_id=r[1], account=r[2], order_id=r[3],
+                       created_at=r[4], cancelled_before=r[5], price=r[6], side=r[7],
+                       order_type=r[8], market_time=r[9], last_request_at=r[10],
+                       sweep_closed=bool(r[11]))
+            for r in rows
+        ]
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only access for ``history`` and tests."""
