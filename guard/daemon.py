@@ -135,6 +135,7 @@ class Daemon:
     async def start(self) -> None:
         """Reconcile, probe the broker once, then tell systemd READY (healthy or degraded)."""
         self._check_holiday_data()
+        self._report_missed_while_down()
         try:
             await self._probe()
         except ReauthRequired as exc:
@@ -156,6 +157,35 @@ class Daemon:
         )
         if not self.stopping:  # READY after STOPPING would tell systemd a lie
             self.notifier.ready(self.health.one_line())
+
+    def _report_missed_while_down(self) -> None:
+        """A critical sweep (pre-close, ``at``) due today while this guard was not running is
+        an error event, like a miss APScheduler sees: a restarted scheduler only looks
+        forward. Reported only if the guard swept earlier today, before that sweep was due
+        (a first start in the afternoon missed nothing it was ever asked to do)."""
+        now = self.ctx.clock().astimezone(EXCHANGE_TZ)
+        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        rows = self.ctx.journal.query(
+            "SELECT trigger, market_time FROM sweeps WHERE market_time >= ?",
+            [(day_start - timedelta(days=1)).isoformat()])
+        today = [(trigger, datetime.fromisoformat(at).astimezone(EXCHANGE_TZ))
+                 for trigger, at in rows]
+        today = [(trigger, at) for trigger, at in today if at.date() == now.date()]
+        if not today:
+            return
+        first = min(at for _, at in today)
+        for job in self.jobs:
+            if not job.critical:
+                continue
+            due = job.trigger.get_next_fire_time(None, day_start)
+            while due is not None and due.date() == now.date() and due <= now:
+                late = (now - due).total_seconds() > job.misfire_grace_s
+                ran = any(trigger == job.job_id and at >= due for trigger, at in today)
+                if late and not ran and first < due:
+                    self.log.error("schedule.missed", job=job.job_id, critical=True,
+                                   scheduled=due.isoformat(timespec="seconds"),
+                                   reason="the guard was not running when it was due")
+                due = job.trigger.get_next_fire_time(due, due)
 
     async def _probe(self) -> None:
         """One cheap proof that the session works: a token, and one account's book."""
