@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import httpx
 import structlog
 
+from guard.record.log import Observer
 from guard.record.redact import Redactor, secrets_registry
 
 __all__ = ["Alert", "AlertRules", "Alerter", "render_body"]
@@ -223,12 +224,12 @@ class Alerter:
                         attempts=self.retries)
 
 
-class AlertRules:
+class AlertRules(Observer):
     """structlog processor: the guard's events -> conditions fired or resolved.
 
     ``has_holiday_data(year)`` lets a reload that adds the missing year's holidays resolve
-    the ``no_holiday_data`` condition. Like every observer it never raises: an alert rule
-    must not be able to break the log call (and so the sweep) it watches.
+    the ``no_holiday_data`` condition. As an ``Observer`` it can never break the log call
+    (and so the sweep) it watches.
     """
 
     def __init__(self, alerter: Alerter,
@@ -237,13 +238,7 @@ class AlertRules:
         self.has_holiday_data = has_holiday_data
         self._no_data_years: set[int] = set()
 
-    def __call__(self, logger: Any, name: str,
-                 event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        with contextlib.suppress(Exception):  # an observer must never break the log call
-            self._observe(event)
-        return event
-
-    def _observe(self, event: MutableMapping[str, Any]) -> None:
+    def observe(self, event: MutableMapping[str, Any]) -> None:
         kind = event.get("event")
         a = self.alerter
         if kind == "auth.reauth_required":

@@ -6,8 +6,10 @@ Secrets are masked by ``Redactor`` after exceptions are rendered, so tracebacks 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -15,7 +17,7 @@ from structlog.typing import Processor
 
 from guard.record.redact import Redactor
 
-__all__ = ["add_observers", "configure_logging", "get_logger", "remove_observers"]
+__all__ = ["Observer", "add_observers", "configure_logging", "get_logger", "remove_observers"]
 
 Format = Literal["json", "console", "auto"]
 
@@ -114,6 +116,21 @@ def configure_logging(
 def get_logger(name: str = "guard", **context: Any) -> Any:
     """A bound structlog logger; bind context (account, order_id, rule), never format it in."""
     return structlog.get_logger(name).bind(**context)
+
+
+class Observer:
+    """Base of the processors that watch events (metrics, alert rules): ``observe`` sees every
+    event dict, which passes on unchanged. An observer must never break the log call it rides
+    on, and so the sweep that made it: whatever ``observe`` raises is swallowed here, once."""
+
+    def __call__(self, logger: Any, name: str,
+                 event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        with contextlib.suppress(Exception):
+            self.observe(event)
+        return event
+
+    def observe(self, event: MutableMapping[str, Any]) -> None:
+        raise NotImplementedError
 
 
 def add_observers(*observers: Processor) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from guard.record.log import Observer
+
 __all__ = ["Metrics", "held_kind"]
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
@@ -46,7 +48,7 @@ def _float(value: Any) -> float:
         return 0.0
 
 
-class Metrics:
+class Metrics(Observer):
     """The guard's series on a registry of its own (no process-global state in tests)."""
 
     def __init__(self) -> None:
@@ -82,13 +84,7 @@ class Metrics:
                               "Webhook alert deliveries by result (sent, failed try, undelivered)",
                               ["result"], registry=r)
 
-    def __call__(self, logger: Any, name: str,
-                 event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        with contextlib.suppress(Exception):  # an observer must never break the log call
-            self._count(event)
-        return event
-
-    def _count(self, event: MutableMapping[str, Any]) -> None:
+    def observe(self, event: MutableMapping[str, Any]) -> None:
         kind = event.get("event")
         if kind == "sweep.finished":
             self.sweeps.labels(str(event.get("result", "unknown"))).inc()
