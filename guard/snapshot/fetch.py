@@ -35,7 +35,7 @@ async def take_snapshot(broker: Broker, accounts: Sequence[str], day: date,
         except (BrokerCallError, BrokerReplyError) as exc:
             log.error("book.read_failed", account=account, error=str(exc))
             return account, str(exc)
-        return AccountSnapshot(account, orders, None, clock())
+        return AccountSnapshot(account, orders, clock())
 
     results = await asyncio.gather(*(one(a) for a in accounts))
     books = tuple(r for r in results if isinstance(r, AccountSnapshot))

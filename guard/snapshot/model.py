@@ -52,9 +52,9 @@ class CashFigures:
 
 @dataclass(frozen=True, slots=True)
 class AccountSnapshot:
-    """The order book and cash of one account, read at ``taken_at``."""
+    """The order book of one account, read at ``taken_at``. Cash is read separately, and only
+    for accounts with cancels to send (``snapshot.fetch.read_cash``)."""
 
     account: str
     orders: tuple[BookOrder, ...]
-    cash: CashFigures | None
     taken_at: datetime
