@@ -95,8 +95,8 @@ class SweepReport:
         kinds = Counter(o.kind for o in self.outcomes)
         return {
             "open_orders": len(self.decisions),
-            "matched": sum(1 for d in self.decisions if d.matches),
-            "held": sum(1 for d in self.decisions if d.matches and d.held),
+            "matched": sum(1 for d in self.decisions if d.verdict),
+            "held": sum(1 for d in self.decisions if d.verdict and d.held),
             "targets": len(self.plan.targets),
             "sent": len(self.sent),
             **{k: kinds.get(k, 0) for k in ("cancelled", "partially_cancelled", "filled_first",
@@ -112,20 +112,20 @@ def _decision_rows(decisions: list[Decision], plan: CancelPlan) -> list[tuple[An
         if key in targets:
             action = "cancel" if not plan.blocked else f"blocked: {plan.blocked}"
         else:
-            action = "hold" if d.matches else "none"
+            action = "hold" if d.verdict else "none"
         rows.append((d.order.account, d.order.order_id, d.order.symbol, d.order.status,
-                     d.order.remaining, ",".join(m.rule for m in d.matches),
+                     d.order.remaining, ",".join(d.rules),
                      "; ".join(m.reason for m in d.matches), d.held, action))
     return rows
 
 
 def _log_decisions(log: Any, decisions: list[Decision]) -> None:
     for d in decisions:
-        if not d.matches:
+        if not d.verdict:
             continue
         o = d.order
         bound = log.bind(account=o.account, order_id=o.order_id, symbol=o.symbol,
-                         rule=",".join(m.rule for m in d.matches))
+                         rule=",".join(d.rules))
         if d.held:
             bound.info("order.held", reason=d.held, status=o.status)
         else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -325,7 +324,9 @@ def test_sorted_by_account_time_id_whatever_the_input_order() -> None:
         ("0001234", "7"), ("0001234", "2"), ("0001234", "3"), ("0001234", "1"),
         ("0001238", "9"),
     ]
-    assert evaluate(reversed(orders), rules(STALE), at("11:00:00"), CAL, BOARDS) == result
+    again = evaluate(reversed(orders), rules(STALE), at("11:00:00"), CAL, BOARDS)
+    assert [(d.order, d.board, d.matches, d.held) for d in again] == [
+        (d.order, d.board, d.matches, d.held) for d in result]
 
 
 def test_no_rule_matched_still_reports_holds() -> None:
@@ -351,5 +352,18 @@ def test_decisions_are_frozen_values() -> None:
     d = one(order(), rules(STALE), at("10:30:00"))
     with pytest.raises(AttributeError):
         d.held = "x"  # type: ignore[misc]
-    assert replace(d, held="x").cancel is False
-    assert d == one(order(), rules(STALE), at("10:30:00") + timedelta(0))
+    with pytest.raises(AttributeError):
+        d.verdict.mask = 0  # type: ignore[misc]
+    assert d._replace(held="x").cancel is False
+    again = one(order(), rules(STALE), at("10:30:00") + timedelta(0))
+    assert (again.rules, again.matches, again.held) == (d.rules, d.matches, d.held)
+
+
+def test_reasons_are_worded_when_read_and_read_the_same_every_time() -> None:
+    """Only the wording is deferred: the verdict is fixed when evaluate returns."""
+    d = one(order(input_time=at("10:12:48")), rules(STALE, {"name": "s5", "max_age": "5m"}),
+            at("10:30:00"))
+    assert d.rules == ("stale", "s5")
+    assert d.matches == (Match("stale", "age 17m12s >= 15m"), Match("s5", "age 17m12s >= 5m"))
+    assert d.matches == d.matches
+    assert d.verdict.matches(d.order, d.board) == d.matches

@@ -31,6 +31,9 @@ from guard.market.calendar import Board, MarketCalendar
 from guard.market.holidays import build_calendar
 from guard.snapshot.model import BookOrder
 
+# What the reference decides about one order: (order, board, matches, held).
+Expected = tuple[BookOrder, Board | None, tuple[Match, ...], str | None]
+
 # ---- the reference: the semantics, read one rule at a time --------------------------------
 
 
@@ -40,7 +43,7 @@ def reference(
     now: datetime,
     calendar: MarketCalendar,
     boards: Mapping[str, Board],
-) -> list[Decision]:
+) -> list[Expected]:
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("evaluate needs an aware 'now'")
     live = [o for o in orders if o.status not in TERMINAL_STATUSES]
@@ -54,7 +57,7 @@ def reference(
             if (reason := _match(rule, order, board, now, calendar)) is not None
         )
         held = _held(order, board, rules, now, calendar)
-        decisions.append(Decision(order=order, board=board, matches=matches, held=held))
+        decisions.append((order, board, matches, held))
     return decisions
 
 
@@ -282,11 +285,12 @@ def same(orders: list[BookOrder], rf: RulesFile, now: datetime,
     expected = reference(orders, rf, now, CAL, boards)
     got = evaluate(orders, rf, now, CAL, boards)
     assert len(got) == len(expected)
-    for g, e in zip(got, expected, strict=True):
-        assert g.order is e.order
-        assert (g.board, g.held) == (e.board, e.held), (g.order, now)
-        assert g.matches == e.matches, (g.order, now)
-    assert got == expected
+    for g, (order, board, matches, held) in zip(got, expected, strict=True):
+        assert g.order is order
+        assert (g.board, g.held) == (board, held), (g.order, now)
+        assert g.matches == matches, (g.order, now)
+        assert g.rules == tuple(m.rule for m in matches), (g.order, now)
+        assert g.cancel == (bool(matches) and held is None), (g.order, now)
     return got
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from guard.act.plan import CancelPlan, plan_cancels
 from guard.clock import EXCHANGE_TZ
-from guard.evaluate.engine import Decision, Match
+from guard.evaluate.engine import Decision, Match, Verdict
 from guard.market.calendar import Board
 from guard.snapshot.model import BookOrder
 
@@ -27,8 +27,8 @@ def order(order_id: str, account: str = "0001234", status: str = "QU") -> BookOr
 
 def decide(order_id: str, account: str = "0001234", *, rules: tuple[str, ...] = ("stale",),
            held: str | None = None) -> Decision:
-    matches = tuple(Match(r, f"{r} says so") for r in rules)
-    return Decision(order=order(order_id, account), board=Board.HOSE, matches=matches, held=held)
+    verdict = Verdict.of(*(Match(r, f"{r} says so") for r in rules))
+    return Decision(order=order(order_id, account), board=Board.HOSE, verdict=verdict, held=held)
 
 
 def plan(decisions: list[Decision], **kw: object) -> CancelPlan:

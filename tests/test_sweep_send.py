@@ -17,7 +17,7 @@ from guard.act.send import send_plan
 from guard.broker.adapter import BrokerCallError, CancelReply
 from guard.clock import EXCHANGE_TZ
 from guard.errors import ReauthRequired
-from guard.evaluate.engine import Decision, Match
+from guard.evaluate.engine import Decision, Match, Verdict
 from guard.market.calendar import Board
 from guard.record.journal import Journal
 from guard.snapshot.model import BookOrder
@@ -29,7 +29,7 @@ def decision(account: str, order_id: str) -> Decision:
     order = BookOrder(account=account, order_id=order_id, client_request_id="c", symbol="SSI",
                       side="B", order_type="LO", price=Decimal(27_000), price_word=None,
                       quantity=100, filled=0, cancelled=0, status="QU", input_time=T0)
-    return Decision(order, Board.HOSE, (Match("stale", "age"),), None)
+    return Decision(order, Board.HOSE, Verdict.of(Match("stale", "age")), None)
 
 
 class Log:

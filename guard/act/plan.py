@@ -70,7 +70,7 @@ def plan_cancels(
         targets.append(
             CancelTarget(
                 order=decision.order,
-                rules=tuple(m.rule for m in decision.matches),
+                rules=decision.rules,
                 reason="; ".join(m.reason for m in decision.matches),
             )
         )

@@ -14,14 +14,20 @@ answer because it is pure.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from fnmatch import fnmatchcase
+from fnmatch import translate
+from typing import TYPE_CHECKING
 
 from guard.clock import EXCHANGE_TZ
 from guard.config.durations import format_duration
 from guard.config.schema import Rule, RulesFile
+from guard.evaluate.decision import Match
 from guard.market.calendar import Board, MarketCalendar
+
+if TYPE_CHECKING:
+    from guard.snapshot.model import BookOrder
 
 __all__ = ["CompiledRules", "age_text"]
 
@@ -76,8 +82,9 @@ class CompiledRules:
     """
 
     __slots__ = (
-        "_board_facts", "_boards", "_calendar", "_globs", "_local", "_no_globs", "_now",
-        "_overrides", "_reasons", "accounts", "accounts_other", "guarded",
+        "_age_suffix", "_board_facts", "_boards", "_calendar", "_globs", "_local", "_names",
+        "_no_globs", "_now", "_overrides", "_reasons", "accounts", "accounts_other", "cutoffs",
+        "fired", "guarded",
         "keep_partial", "order_types", "order_types_other", "prefixes", "qty", "qty_top", "rules",
         "sides", "sides_other", "status_holds", "statuses", "statuses_other",
     )
@@ -111,7 +118,9 @@ class CompiledRules:
         self.qty: dict[int, int] = {}  # what is left -> mask, filled by qty_mask
 
         self._no_globs = _mask(f.symbols is None for f in filters)
-        self._globs = [(1 << i, f.symbols) for i, f in enumerate(filters) if f.symbols is not None]
+        # One regex per rule for all its globs: ``fnmatchcase`` semantics, one C call a symbol.
+        self._globs = [(1 << i, re.compile("|".join(map(translate, f.symbols))).match)
+                       for i, f in enumerate(filters) if f.symbols is not None]
         # The order-independent reasons: at rules now, before_close rules per board (lazily).
         self._reasons: dict[tuple[int, Board | None], str] = {}
         trading_day = calendar.is_trading_day(self._local.date())
@@ -122,6 +131,22 @@ class CompiledRules:
                     self._reasons[i, None] = reason
         self._board_facts: dict[Board | None, tuple[int, str | None]] = {}
 
+        # max_age: an order matches when now - input_time >= max_age, i.e. input_time <= now -
+        # max_age. ``cutoffs`` holds those instants ascending; ``fired[bisect_left(cutoffs,
+        # input_time)]`` is every rule but the max_age ones whose cutoff input_time is past.
+        aged = sorted((now - r.max_age, i) for i, r in enumerate(self.rules)
+                      if r.max_age is not None)
+        self.cutoffs = [cutoff for cutoff, _ in aged]
+        fired = _mask(r.max_age is None for r in self.rules)
+        self.fired = [fired]
+        for _, i in reversed(aged):
+            fired |= 1 << i
+            self.fired.append(fired)
+        self.fired.reverse()
+        self._age_suffix = {i: f" >= {age_text(r.max_age)}" for i, r in enumerate(self.rules)
+                            if r.max_age is not None}
+        self._names: dict[int, tuple[str, ...]] = {0: ()}
+
     # ---- per symbol ------------------------------------------------------------------------
 
     def symbol_facts(self, symbol: str) -> tuple[Board | None, int, str | None]:
@@ -131,11 +156,11 @@ class CompiledRules:
             board: Board | None = self._overrides[symbol]
         else:
             raw = self._boards.get(symbol)
-            board = Board(raw) if raw is not None else None
-        board_mask, banned = self._facts_of_board(board)
+            board = raw if raw is None or isinstance(raw, Board) else Board(raw)
+        board_mask, banned = self._board_facts.get(board) or self._facts_of_board(board)
         globs = self._no_globs
-        for bit, patterns in self._globs:
-            if any(fnmatchcase(symbol, p) for p in patterns):
+        for bit, match in self._globs:
+            if match(symbol):
                 globs |= bit
         held = f"board unknown for symbol {symbol}" if board is None else banned
         return board, board_mask & globs, held
@@ -192,6 +217,39 @@ class CompiledRules:
             if client_request_id.startswith(prefix):
                 return f"protected prefix {prefix}"
         return None
+
+
+    # ---- wording a verdict (only when asked) ------------------------------------------------
+
+    def names(self, mask: int) -> tuple[str, ...]:
+        """The names of the rules in ``mask``, in rule order."""
+        names = self._names.get(mask)
+        if names is None:
+            names = self._names[mask] = tuple(self.rules[i].name for i in _bits(mask))
+        return names
+
+    def matches(self, mask: int, order: BookOrder, board: Board | None) -> tuple[Match, ...]:
+        """Each rule in ``mask`` with why it selected ``order`` (on ``board``) at ``now``."""
+        out = []
+        head = ""
+        for i in _bits(mask):
+            suffix = self._age_suffix.get(i)
+            if suffix is None:
+                reason = self.reason(i, board)
+                assert reason is not None, "a verdict only holds rules that fired"
+            else:
+                head = head or "age " + age_text(self._now - order.input_time)
+                reason = head + suffix
+            out.append(Match(self.rules[i].name, reason))
+        return tuple(out)
+
+
+def _bits(mask: int) -> Iterator[int]:
+    """The indexes of the set bits, lowest (first rule) first."""
+    while mask:
+        low = mask & -mask
+        mask ^= low
+        yield low.bit_length() - 1
 
 
 def _status_hold(status: str, cancellable: frozenset[str]) -> str | None:

@@ -79,6 +79,13 @@ class BoardMap(Mapping[str, Board]):
     def __getitem__(self, symbol: str) -> Board:
         return self._boards[_symbol(symbol)]
 
+    def get(self, symbol: str, default: Board | None = None) -> Board | None:  # type: ignore[override]
+        """``Mapping.get``, without its exception round trip: asked once per symbol per sweep."""
+        board = self._boards.get(symbol)
+        if board is None and isinstance(symbol, str):
+            board = self._boards.get(_symbol(symbol))
+        return default if board is None else board
+
     def __contains__(self, symbol: object) -> bool:
         return isinstance(symbol, str) and _symbol(symbol) in self._boards
 

@@ -15,108 +15,32 @@ Trigger semantics (also in docs/rules-reference.md):
   so a sweep fired at 11:25:00 and run a few seconds late still matches, and polls during the
   next minute see the same answer.
 
+Everything is decided when ``evaluate`` returns; only the wording of the reasons waits until it
+is read (see ``guard.evaluate.decision``).
+
 How it is fast (the semantics above are all that matters; this is only how they are computed):
 ``_compiled.CompiledRules`` answers every filter and window once per distinct account, symbol,
-side, type and status as a bitmask over the rules, so per order the engine ANDs a few masks,
-looks up the ``_Plan`` for the rules left (cached per board and mask, with its constant
-``Match`` objects built once and shared), and only formats an age for ``max_age`` rules that
-fire. ``tests/test_engine_equivalence.py`` holds this to a plain rule-by-rule reading.
+side, type and status as a bitmask over the rules, and turns each ``max_age`` into an
+``input_time`` cutoff for this ``now``. Per order the engine ANDs a few masks, one ``bisect``
+among the cutoffs gives the rules old enough, and the result picks the shared ``Verdict``.
+``tests/test_engine_equivalence.py`` holds this to a plain rule-by-rule reading.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from operator import attrgetter
-from typing import NamedTuple
 
 from guard.clock import EXCHANGE_TZ
 from guard.config.schema import TERMINAL_STATUSES, RulesFile
-from guard.evaluate._compiled import CompiledRules, age_text
+from guard.evaluate._compiled import CompiledRules
+from guard.evaluate.decision import Decision, Match, Verdict
 from guard.market.calendar import Board, MarketCalendar
 from guard.snapshot.model import BookOrder
 
-__all__ = ["Decision", "Match", "evaluate"]
-
-
-@dataclass(frozen=True, slots=True)
-class Match:
-    """A rule that selected an order, and why in words (``age 17m12s >= 15m``)."""
-
-    rule: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the engine concluded about one order.
-
-    ``held`` is the first reason the order must not be cancelled now, recorded even when no
-    rule matched; ``cancel`` is true only when some rule matched and nothing holds it back.
-    """
-
-    order: BookOrder
-    board: Board | None
-    matches: tuple[Match, ...]
-    held: str | None
-
-    @property
-    def cancel(self) -> bool:
-        return bool(self.matches) and self.held is None
-
-
-_AgeStep = tuple[timedelta, str, str]  # (max_age, rule name, " >= 15m")
-_Step = Match | _AgeStep  # a constant rule's shared Match, or an age rule to check
-
-
-class _Plan(NamedTuple):
-    """What the rules an order's filters left (one mask, on one board) make of it.
-
-    ``constant``: the matches when no ``max_age`` rule fires (or none is left). ``steps``: None
-    when no ``max_age`` rule is left, else every rule left, in rule order. ``youngest``: the
-    smallest ``max_age`` left; an order younger than that needs no look at ``steps``.
-    """
-
-    constant: tuple[Match, ...]
-    steps: tuple[_Step, ...] | None
-    youngest: timedelta
-
-
-class _Plans(dict[int, _Plan]):
-    """One board's plans by rule mask, each built on first use from per-rule steps made once."""
-
-    def __init__(self, compiled: CompiledRules, board: Board | None) -> None:
-        super().__init__()
-        self._steps: list[_Step | None] = []  # None: the rule cannot fire on this board now
-        for i, rule in enumerate(compiled.rules):
-            if rule.max_age is not None:
-                self._steps.append((rule.max_age, rule.name, f" >= {age_text(rule.max_age)}"))
-            else:
-                reason = compiled.reason(i, board)
-                self._steps.append(None if reason is None else Match(rule.name, reason))
-
-    def __missing__(self, mask: int) -> _Plan:
-        steps: list[_Step] = []
-        constant: list[Match] = []
-        youngest = timedelta.max
-        rest = mask
-        while rest:  # the set bits, lowest (first rule) first
-            low = rest & -rest
-            rest ^= low
-            step = self._steps[low.bit_length() - 1]
-            assert step is not None, "a board's masks only hold rules that can fire on it"
-            steps.append(step)
-            if isinstance(step, Match):
-                constant.append(step)
-            elif step[0] < youngest:
-                youngest = step[0]
-        has_ages = len(steps) > len(constant)
-        plan = self[mask] = _Plan(tuple(constant), tuple(steps) if has_ages else None, youngest)
-        return plan
-
-
-_SymbolFacts = tuple[Board | None, int, str | None, _Plans]
+__all__ = ["Decision", "Match", "Verdict", "evaluate"]
 
 
 def evaluate(
@@ -137,17 +61,17 @@ def evaluate(
     if not live:
         return []
     compiled = CompiledRules(rules, now, calendar, boards)
-    plans_by_board: dict[Board | None, _Plans] = {}
-    symbols: dict[str, _SymbolFacts] = {}
+    symbols: dict[str, tuple[Board | None, int, str | None]] = {}
+    verdicts: dict[int, Verdict] = {}
 
-    def facts_of(symbol: str) -> _SymbolFacts:
-        """What the symbol alone decides: board, rule mask, board hold, the board's plans."""
-        board, mask, held = compiled.symbol_facts(symbol)
-        plans = plans_by_board.get(board)
-        if plans is None:
-            plans = plans_by_board[board] = _Plans(compiled, board)
-        facts = symbols[symbol] = (board, mask, held, plans)
+    def facts_of(symbol: str) -> tuple[Board | None, int, str | None]:
+        """What the symbol alone decides: board, rule mask, board hold."""
+        facts = symbols[symbol] = compiled.symbol_facts(symbol)
         return facts
+
+    def verdict_of(mask: int) -> Verdict:
+        verdict = verdicts[mask] = Verdict(mask, compiled)
+        return verdict
 
     # Hoisted for the loop: it runs once per order, everything else once per distinct value.
     accounts, accounts_other = compiled.accounts, compiled.accounts_other
@@ -159,14 +83,17 @@ def evaluate(
     status_holds, status_hold = compiled.status_holds, compiled.status_hold
     prefixes, protected = compiled.prefixes, compiled.protected
     guarded = compiled.guarded
+    cutoffs, fired, fired_naive = compiled.cutoffs, compiled.fired, compiled.fired[-1]
+    no_match = verdict_of(0)
+    new = tuple.__new__
     decisions: list[Decision] = []
     append = decisions.append
     for order in live:
-        board, mask, board_held, plans = symbols.get(order.symbol) or facts_of(order.symbol)
+        board, mask, board_held = symbols.get(order.symbol) or facts_of(order.symbol)
         status = order.status
         filled = order.filled
         left = order.quantity - filled - order.cancelled  # ``remaining`` before its max(0, .)
-        matches: tuple[Match, ...] = ()
+        verdict = no_match
         if mask:
             mask &= (
                 accounts.get(order.account, accounts_other)
@@ -179,11 +106,11 @@ def evaluate(
             if mask and left < qty_top:
                 mask &= qty.get(left) or qty_mask(left)
             if mask:
-                matches, steps, youngest = plans[mask]
-                if steps is not None and order.input_time.tzinfo is not None:
-                    age = now - order.input_time
-                    if age >= youngest:
-                        matches = _with_ages(steps, age)
+                try:  # drop the max_age rules the order is too young for
+                    mask &= fired[bisect_left(cutoffs, order.input_time)]
+                except TypeError:  # a naive input_time: no age is known, so none fires
+                    mask &= fired_naive
+                verdict = verdicts.get(mask) or verdict_of(mask)
         held = status_holds[status] if status in status_holds else status_hold(status)
         if held is None:
             if left <= 0:
@@ -196,40 +123,30 @@ def evaluate(
                 held = "account not guarded"
             elif order.input_time.tzinfo is None:
                 held = "input_time has no timezone"
-        append(Decision(order, board, matches, held))
+        append(new(Decision, (order, board, verdict, held)))
     return decisions
 
 
-def _with_ages(steps: tuple[_Step, ...], age: timedelta) -> tuple[Match, ...]:
-    """The matches of one order whose age some ``max_age`` rule may reach, in rule order."""
-    out: list[Match] = []
-    head = ""
-    for step in steps:
-        if isinstance(step, Match):
-            out.append(step)
-        elif age >= step[0]:
-            if not head:
-                head = "age " + age_text(age)
-            out.append(Match(step[1], head + step[2]))
-    return tuple(out)
-
-
-_BY_KEY: Callable[[BookOrder], tuple[str, datetime, str]] = attrgetter(
-    "account", "input_time", "order_id"
-)
+_ACCOUNT = attrgetter("account")
+_INPUT_TIME = attrgetter("input_time")
+_ORDER_ID = attrgetter("order_id")
 
 
 def _sorted_live(orders: Iterable[BookOrder]) -> list[BookOrder]:
-    """Non-terminal orders by (account, input_time, order_id), stable.
+    """Non-terminal orders by (account, input_time, order_id).
 
-    The C-level key is the same order as ``_order_key`` unless a naive ``input_time`` meets an
-    aware one, which raises; then (on the untouched list) the careful key runs instead.
+    Three stable sorts, least significant key first, give the same order as one sort by the
+    tuple, but each compares single values (a tuple compare asks ``==`` and then ``<`` of the
+    datetimes). A naive ``input_time`` meeting an aware one raises; then the careful key runs.
     """
     live = [o for o in orders if o.status not in TERMINAL_STATUSES]
     try:
-        return sorted(live, key=_BY_KEY)
+        ordered = sorted(live, key=_ORDER_ID)
+        ordered.sort(key=_INPUT_TIME)
+        ordered.sort(key=_ACCOUNT)
     except TypeError:
         return sorted(live, key=_order_key)
+    return ordered
 
 
 def _aware(instant: datetime) -> datetime:

@@ -1,0 +1,105 @@
+"""What the engine returns: a ``Decision`` per live order, its ``Verdict``, and ``Match``.
+
+Everything is decided when ``evaluate`` returns: the rules that matched each order, and what
+holds it back. Only the *wording* of the reasons (``age 17m12s >= 15m``) waits until
+``Decision.matches`` is read: an age reason differs for every order, and most decisions are
+never worded (a sweep words the matched orders it logs and journals). Wording is pure, so a
+reason read later is the same text it would have been at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+from guard.market.calendar import Board
+from guard.snapshot.model import BookOrder
+
+__all__ = ["Decision", "Match", "Verdict", "Wording"]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A rule that selected an order, and why in words (``age 17m12s >= 15m``)."""
+
+    rule: str
+    reason: str
+
+
+class Wording(Protocol):
+    """Names and words the rules of a bitmask (bit ``i`` is the ``i``-th rule)."""
+
+    def names(self, mask: int) -> tuple[str, ...]: ...
+
+    def matches(self, mask: int, order: BookOrder, board: Board | None) -> tuple[Match, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The rules that matched an order: a bitmask over the rules, and what can word it.
+
+    One ``Verdict`` is shared by every order the same rules matched in one ``evaluate`` call.
+    Two are equal when they hold the same rules worded the same way (the same ``evaluate``
+    call, or equal ``Verdict.of`` matches); compare ``Decision.matches`` across calls.
+    """
+
+    mask: int
+    wording: Wording = field(repr=False)
+
+    @classmethod
+    def of(cls, *matches: Match) -> Verdict:
+        """A verdict of matches already worded (for callers that made their own)."""
+        return cls((1 << len(matches)) - 1, _Worded(matches))
+
+    def __bool__(self) -> bool:
+        return self.mask != 0
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """The names of the rules that matched, in rule order."""
+        return self.wording.names(self.mask)
+
+    def matches(self, order: BookOrder, board: Board | None) -> tuple[Match, ...]:
+        """Each matched rule with why it selected ``order``, worded now."""
+        return self.wording.matches(self.mask, order, board)
+
+
+@dataclass(frozen=True, slots=True)
+class _Worded:
+    """The ``Wording`` of ``Verdict.of``: fixed matches, one bit each."""
+
+    _matches: tuple[Match, ...]
+
+    def names(self, mask: int) -> tuple[str, ...]:
+        return tuple(m.rule for i, m in enumerate(self._matches) if mask >> i & 1)
+
+    def matches(self, mask: int, order: BookOrder, board: Board | None) -> tuple[Match, ...]:
+        return tuple(m for i, m in enumerate(self._matches) if mask >> i & 1)
+
+
+class Decision(NamedTuple):
+    """What the engine concluded about one order.
+
+    ``held`` is the first reason the order must not be cancelled now, recorded even when no
+    rule matched; ``cancel`` is true only when some rule matched and nothing holds it back.
+    A tuple, because one is built for every live order on every poll.
+    """
+
+    order: BookOrder
+    board: Board | None
+    verdict: Verdict
+    held: str | None
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """The names of the rules that matched, in rule order."""
+        return self.verdict.rules
+
+    @property
+    def matches(self) -> tuple[Match, ...]:
+        """The rules that matched, each with its reason (worded on each read)."""
+        return self.verdict.matches(self.order, self.board)
+
+    @property
+    def cancel(self) -> bool:
+        return self.held is None and bool(self.verdict)
