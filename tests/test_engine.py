@@ -298,6 +298,8 @@ def test_board_map_normalises_broker_names() -> None:
     }
     assert bm.trading_date == FRIDAY
     assert bm.get("ssi") is Board.HOSE
+    assert bm.get(" shs ") is Board.HNX
+    assert bm.get("DUP") is None and bm.get("NOPE", Board.UPCOM) is Board.UPCOM
     assert "DUP" not in bm
     assert len(bm.problems) == 2
     assert normalise_board(" der ") is Board.DER

@@ -219,7 +219,7 @@ def rules_files(draw: st.DrawFn) -> RulesFile:
         match = {
             "accounts": optional(draw, accounts),
             "boards": optional(draw, list(Board)),
-            "symbols": optional(draw, ["SSI", "S*", "V?M", "[AB]*", "FOO", "VN30F*"]),
+            "symbols": optional(draw, ["SSI", "S*", "V?M", "[AB]*", "[!S]*", "FOO", "VN30F*"]),
             "sides": optional(draw, ["B", "S"]),
             "order_types": optional(draw, [t for t in ORDER_TYPES if t != "PLO"]),
             "statuses": optional(draw, cancellable),

@@ -15,10 +15,10 @@ answer because it is pure.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from fnmatch import translate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from guard.clock import EXCHANGE_TZ
 from guard.config.durations import format_duration
@@ -29,7 +29,10 @@ from guard.market.calendar import Board, MarketCalendar
 if TYPE_CHECKING:
     from guard.snapshot.model import BookOrder
 
-__all__ = ["CompiledRules", "age_text"]
+__all__ = ["CompiledRules", "Memo", "age_text"]
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 _INT_SECONDS = 2**31  # below this, int(td.total_seconds()) == td.days * 86400 + td.seconds
 
@@ -55,12 +58,27 @@ def age_text(age: timedelta) -> str:
     return text
 
 
-def _value_masks(filters: Sequence[tuple[str, ...] | None]) -> tuple[dict[str, int], int]:
-    """For each value some rule lists, the rules it passes; and the mask for any other value."""
+class Memo(dict[K, V]):
+    """A dict that computes a missing value once, so a hit is a single C-level ``memo[key]``."""
+
+    __slots__ = ("_compute",)
+
+    def __init__(self, compute: Callable[[K], V], known: Mapping[K, V] | None = None) -> None:
+        super().__init__(known or {})
+        self._compute = compute
+
+    def __missing__(self, key: K) -> V:
+        value = self[key] = self._compute(key)
+        return value
+
+
+def _value_masks(filters: Sequence[tuple[str, ...] | None]) -> Memo[str, int]:
+    """Value -> the rules whose filter on it passes (a value no rule lists passes the rules
+    without that filter)."""
     other = _mask(f is None for f in filters)
     named = {value for f in filters if f is not None for value in f}
     masks = {v: other | _mask(f is not None and v in f for f in filters) for v in named}
-    return masks, other
+    return Memo(lambda _value: other, masks)
 
 
 def _mask(flags: Iterable[bool]) -> int:
@@ -75,18 +93,18 @@ def _mask(flags: Iterable[bool]) -> int:
 class CompiledRules:
     """One ``RulesFile`` answered for one instant: filter masks, trigger masks and hold texts.
 
-    Per order the engine needs: ``symbol_facts`` (board, rule mask, board hold), the value
-    masks (``accounts``, ``sides``, ``order_types``, ``statuses`` with their ``*_other``
-    fallbacks), ``keep_partial``, ``qty_mask`` when what is left is under ``qty_top``, and the
-    hold texts. Constant reasons (before_close, at) come from ``reason``.
+    Per order the engine looks up (each a ``Memo``, filled once per distinct value):
+    ``symbols`` (board, rule mask, board hold), the value masks ``accounts``, ``sides``,
+    ``order_types`` and ``statuses``, ``qty`` when what is left is under ``qty_top``, and
+    ``status_holds``; then ``keep_partial`` for a partly filled order and ``fired`` for its age.
+    It is also the ``Wording`` of the verdicts: ``names`` and ``matches``.
     """
 
     __slots__ = (
         "_age_suffix", "_board_facts", "_boards", "_calendar", "_globs", "_local", "_names",
-        "_no_globs", "_now", "_overrides", "_reasons", "accounts", "accounts_other", "cutoffs",
-        "fired", "guarded",
-        "keep_partial", "order_types", "order_types_other", "prefixes", "qty", "qty_top", "rules",
-        "sides", "sides_other", "status_holds", "statuses", "statuses_other",
+        "_no_globs", "_now", "_overrides", "_reasons", "accounts", "cutoffs", "fired", "guarded",
+        "keep_partial", "order_types", "prefixes", "qty", "qty_top", "rules", "sides",
+        "status_holds", "statuses", "symbols",
     )
 
     def __init__(
@@ -105,17 +123,20 @@ class CompiledRules:
         self.guarded = frozenset(rules.accounts)
         self.prefixes = tuple(rules.protect.client_request_id_prefixes)
         cancellable = frozenset(rules.cancellable)
-        # status -> the hold it imposes alone; filled in by status_hold for other statuses
-        self.status_holds = {s: _status_hold(s, cancellable) for s in (*cancellable, "WC")}
+        # status -> the hold it imposes alone (the first two checks of the hold order)
+        self.status_holds: Memo[str, str | None] = Memo(
+            lambda status: _status_hold(status, cancellable))
 
         filters = [r.match for r in self.rules]
-        self.accounts, self.accounts_other = _value_masks([f.accounts for f in filters])
-        self.sides, self.sides_other = _value_masks([f.sides for f in filters])
-        self.order_types, self.order_types_other = _value_masks([f.order_types for f in filters])
-        self.statuses, self.statuses_other = _value_masks([f.statuses for f in filters])
+        self.accounts = _value_masks([f.accounts for f in filters])
+        self.sides = _value_masks([f.sides for f in filters])
+        self.order_types = _value_masks([f.order_types for f in filters])
+        self.statuses = _value_masks([f.statuses for f in filters])
         self.keep_partial = _mask(f.partially_filled != "skip" for f in filters)
         self.qty_top = max((f.min_remaining_qty for f in filters), default=0)
-        self.qty: dict[int, int] = {}  # what is left -> mask, filled by qty_mask
+        # what is left (quantity - filled - cancelled) -> rules whose min_remaining_qty it meets
+        self.qty: Memo[int, int] = Memo(lambda left: _mask(
+            max(0, left) >= r.match.min_remaining_qty for r in self.rules))
 
         self._no_globs = _mask(f.symbols is None for f in filters)
         # One regex per rule for all its globs: ``fnmatchcase`` semantics, one C call a symbol.
@@ -130,6 +151,7 @@ class CompiledRules:
                 if reason is not None:
                     self._reasons[i, None] = reason
         self._board_facts: dict[Board | None, tuple[int, str | None]] = {}
+        self.symbols: Memo[str, tuple[Board | None, int, str | None]] = Memo(self.symbol_facts)
 
         # max_age: an order matches when now - input_time >= max_age, i.e. input_time <= now -
         # max_age. ``cutoffs`` holds those instants ascending; ``fired[bisect_left(cutoffs,
@@ -194,22 +216,6 @@ class CompiledRules:
         return at if at is not None else self._reasons.get((index, board))
 
     # ---- per order value -------------------------------------------------------------------
-
-    def qty_mask(self, left: int) -> int:
-        """Rules whose ``min_remaining_qty`` ``left`` (quantity - filled - cancelled) meets."""
-        mask = self.qty.get(left)
-        if mask is None:
-            remaining = max(0, left)
-            mask = self.qty[left] = _mask(
-                remaining >= r.match.min_remaining_qty for r in self.rules
-            )
-        return mask
-
-    def status_hold(self, status: str) -> str | None:
-        """The hold a status alone imposes (the first two checks of the hold order)."""
-        if status not in self.status_holds:
-            self.status_holds[status] = _status_hold(status, frozenset())  # not cancellable
-        return self.status_holds[status]
 
     def protected(self, client_request_id: str) -> str | None:
         """``protected prefix P`` for the first listed prefix the id starts with."""

@@ -35,7 +35,7 @@ from operator import attrgetter
 
 from guard.clock import EXCHANGE_TZ
 from guard.config.schema import TERMINAL_STATUSES, RulesFile
-from guard.evaluate._compiled import CompiledRules
+from guard.evaluate._compiled import CompiledRules, Memo
 from guard.evaluate.decision import Decision, Match, Verdict
 from guard.market.calendar import Board, MarketCalendar
 from guard.snapshot.model import BookOrder
@@ -61,57 +61,41 @@ def evaluate(
     if not live:
         return []
     compiled = CompiledRules(rules, now, calendar, boards)
-    symbols: dict[str, tuple[Board | None, int, str | None]] = {}
-    verdicts: dict[int, Verdict] = {}
-
-    def facts_of(symbol: str) -> tuple[Board | None, int, str | None]:
-        """What the symbol alone decides: board, rule mask, board hold."""
-        facts = symbols[symbol] = compiled.symbol_facts(symbol)
-        return facts
-
-    def verdict_of(mask: int) -> Verdict:
-        verdict = verdicts[mask] = Verdict(mask, compiled)
-        return verdict
+    verdicts: Memo[int, Verdict] = Memo(lambda mask: Verdict(mask, compiled))  # shared
 
     # Hoisted for the loop: it runs once per order, everything else once per distinct value.
-    accounts, accounts_other = compiled.accounts, compiled.accounts_other
-    sides, sides_other = compiled.sides, compiled.sides_other
-    types, types_other = compiled.order_types, compiled.order_types_other
-    statuses, statuses_other = compiled.statuses, compiled.statuses_other
-    keep_partial, qty_top = compiled.keep_partial, compiled.qty_top
-    qty, qty_mask = compiled.qty, compiled.qty_mask
-    status_holds, status_hold = compiled.status_holds, compiled.status_hold
+    symbols, accounts, sides = compiled.symbols, compiled.accounts, compiled.sides
+    types, statuses, status_holds = compiled.order_types, compiled.statuses, compiled.status_holds
+    keep_partial, qty_top, qty = compiled.keep_partial, compiled.qty_top, compiled.qty
     prefixes, protected = compiled.prefixes, compiled.protected
     guarded = compiled.guarded
     cutoffs, fired, fired_naive = compiled.cutoffs, compiled.fired, compiled.fired[-1]
-    no_match = verdict_of(0)
+    no_match = verdicts[0]
     new = tuple.__new__
     decisions: list[Decision] = []
     append = decisions.append
     for order in live:
-        board, mask, board_held = symbols.get(order.symbol) or facts_of(order.symbol)
+        board, mask, board_held = symbols[order.symbol]
         status = order.status
         filled = order.filled
         left = order.quantity - filled - order.cancelled  # ``remaining`` before its max(0, .)
         verdict = no_match
         if mask:
             mask &= (
-                accounts.get(order.account, accounts_other)
-                & sides.get(order.side, sides_other)
-                & types.get(order.order_type, types_other)
-                & statuses.get(status, statuses_other)
+                accounts[order.account] & sides[order.side] & types[order.order_type]
+                & statuses[status]
             )
             if mask and (status == "PF" or filled > 0):
                 mask &= keep_partial
             if mask and left < qty_top:
-                mask &= qty.get(left) or qty_mask(left)
+                mask &= qty[left]
             if mask:
                 try:  # drop the max_age rules the order is too young for
                     mask &= fired[bisect_left(cutoffs, order.input_time)]
                 except TypeError:  # a naive input_time: no age is known, so none fires
                     mask &= fired_naive
-                verdict = verdicts.get(mask) or verdict_of(mask)
-        held = status_holds[status] if status in status_holds else status_hold(status)
+                verdict = verdicts[mask]
+        held = status_holds[status]
         if held is None:
             if left <= 0:
                 held = "nothing left to cancel"
