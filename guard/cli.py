@@ -135,7 +135,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                        else "hold" if d.held else "-")
             rows.append((o.account, o.order_id, o.symbol, d.board or "?", o.side, o.status,
                          o.remaining, verdict, ",".join(d.rules) or "-",
-                         d.held or "; ".join(m.reason for m in d.matches) or "no rule matched"))
+                         d.held or d.reason or "no rule matched"))
         print(f"as of {report.market_time.isoformat(timespec='seconds')} (always dry: "
               "nothing is sent)")
         print(_table(("account", "order", "symbol", "board", "side", "status", "left",

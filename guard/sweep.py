@@ -114,8 +114,7 @@ def _decision_rows(decisions: list[Decision], plan: CancelPlan) -> list[tuple[An
         else:
             action = "hold" if d.verdict else "none"
         rows.append((d.order.account, d.order.order_id, d.order.symbol, d.order.status,
-                     d.order.remaining, ",".join(d.rules),
-                     "; ".join(m.reason for m in d.matches), d.held, action))
+                     d.order.remaining, ",".join(d.rules), d.reason, d.held, action))
     return rows
 
 
@@ -129,7 +128,7 @@ def _log_decisions(log: Any, decisions: list[Decision]) -> None:
         if d.held:
             bound.info("order.held", reason=d.held, status=o.status)
         else:
-            bound.info("order.matched", reason="; ".join(m.reason for m in d.matches),
+            bound.info("order.matched", reason=d.reason,
                        remaining=o.remaining, status=o.status, side=o.side,
                        price=str(o.price) if o.price is not None else o.price_word)
 

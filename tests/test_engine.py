@@ -368,4 +368,5 @@ def test_reasons_are_worded_when_read_and_read_the_same_every_time() -> None:
     assert d.rules == ("stale", "s5")
     assert d.matches == (Match("stale", "age 17m12s >= 15m"), Match("s5", "age 17m12s >= 5m"))
     assert d.matches == d.matches
+    assert d.reason == "age 17m12s >= 15m; age 17m12s >= 5m"
     assert d.verdict.matches(d.order, d.board) == d.matches

@@ -290,6 +290,7 @@ def same(orders: list[BookOrder], rf: RulesFile, now: datetime,
         assert (g.board, g.held) == (board, held), (g.order, now)
         assert g.matches == matches, (g.order, now)
         assert g.rules == tuple(m.rule for m in matches), (g.order, now)
+        assert g.reason == "; ".join(m.reason for m in matches), (g.order, now)
         assert g.cancel == (bool(matches) and held is None), (g.order, now)
     return got
 

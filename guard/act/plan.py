@@ -71,7 +71,7 @@ def plan_cancels(
             CancelTarget(
                 order=decision.order,
                 rules=decision.rules,
-                reason="; ".join(m.reason for m in decision.matches),
+                reason=decision.reason,
             )
         )
     if len(targets) > max_cancels:

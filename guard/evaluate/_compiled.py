@@ -102,9 +102,9 @@ class CompiledRules:
 
     __slots__ = (
         "_age_suffix", "_board_facts", "_boards", "_calendar", "_globs", "_local", "_names",
-        "_no_globs", "_now", "_overrides", "_reasons", "accounts", "cutoffs", "fired", "guarded",
-        "keep_partial", "order_types", "prefixes", "qty", "qty_top", "rules", "sides",
-        "status_holds", "statuses", "symbols",
+        "_no_globs", "_now", "_overrides", "_reasons", "_templates", "accounts", "cutoffs",
+        "fired", "guarded", "keep_partial", "order_types", "prefixes", "qty", "qty_top", "rules",
+        "sides", "status_holds", "statuses", "symbols",
     )
 
     def __init__(
@@ -168,6 +168,7 @@ class CompiledRules:
         self._age_suffix = {i: f" >= {age_text(r.max_age)}" for i, r in enumerate(self.rules)
                             if r.max_age is not None}
         self._names: dict[int, tuple[str, ...]] = {0: ()}
+        self._templates: dict[tuple[int, Board | None], tuple[str, bool]] = {}
 
     # ---- per symbol ------------------------------------------------------------------------
 
@@ -207,7 +208,7 @@ class CompiledRules:
             facts = self._board_facts[board] = (mask, banned)
         return facts
 
-    def reason(self, index: int, board: Board | None) -> str | None:
+    def trigger_reason(self, index: int, board: Board | None) -> str | None:
         """Why rule ``index`` (before_close or at) fires on ``board`` now; None if it does not.
 
         Complete for ``board`` once ``symbol_facts`` has seen one of its symbols.
@@ -241,13 +242,39 @@ class CompiledRules:
         for i in _bits(mask):
             suffix = self._age_suffix.get(i)
             if suffix is None:
-                reason = self.reason(i, board)
+                reason = self.trigger_reason(i, board)
                 assert reason is not None, "a verdict only holds rules that fired"
             else:
                 head = head or "age " + age_text(self._now - order.input_time)
                 reason = head + suffix
             out.append(Match(self.rules[i].name, reason))
         return tuple(out)
+
+    def text(self, mask: int, order: BookOrder, board: Board | None) -> str:
+        """``"; ".join`` of the reasons ``matches`` gives, from one template per (mask, board)
+        with the order's age as its one blank: what a sweep writes for every decision."""
+        template = self._templates.get((mask, board))
+        if template is None:
+            template = self._templates[mask, board] = self._template(mask, board)
+        text, aged = template
+        return text.format("age " + age_text(self._now - order.input_time) if aged else "")
+
+    def _template(self, mask: int, board: Board | None) -> tuple[str, bool]:
+        """The reasons joined for ``str.format``: ``{0}`` where the age goes, braces escaped."""
+        parts = []
+        for i in _bits(mask):
+            suffix = self._age_suffix.get(i)
+            if suffix is None:
+                reason = self.trigger_reason(i, board)
+                assert reason is not None, "a verdict only holds rules that fired"
+                parts.append(_escaped(reason))
+            else:
+                parts.append("{0}" + _escaped(suffix))
+        return "; ".join(parts), any(i in self._age_suffix for i in _bits(mask))
+
+
+def _escaped(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _bits(mask: int) -> Iterator[int]:

@@ -33,6 +33,8 @@ class Wording(Protocol):
 
     def matches(self, mask: int, order: BookOrder, board: Board | None) -> tuple[Match, ...]: ...
 
+    def text(self, mask: int, order: BookOrder, board: Board | None) -> str: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -63,6 +65,10 @@ class Verdict:
         """Each matched rule with why it selected ``order``, worded now."""
         return self.wording.matches(self.mask, order, board)
 
+    def text(self, order: BookOrder, board: Board | None) -> str:
+        """The reasons of ``matches`` joined by ``"; "``, worded now ("" for no match)."""
+        return self.wording.text(self.mask, order, board)
+
 
 @dataclass(frozen=True, slots=True)
 class _Worded:
@@ -75,6 +81,9 @@ class _Worded:
 
     def matches(self, mask: int, order: BookOrder, board: Board | None) -> tuple[Match, ...]:
         return tuple(m for i, m in enumerate(self._matches) if mask >> i & 1)
+
+    def text(self, mask: int, order: BookOrder, board: Board | None) -> str:
+        return "; ".join(m.reason for m in self.matches(mask, order, board))
 
 
 class Decision(NamedTuple):
@@ -99,6 +108,12 @@ class Decision(NamedTuple):
     def matches(self) -> tuple[Match, ...]:
         """The rules that matched, each with its reason (worded on each read)."""
         return self.verdict.matches(self.order, self.board)
+
+    @property
+    def reason(self) -> str:
+        """Every reason of ``matches`` joined by ``"; "`` ("" when no rule matched): the text a
+        sweep logs and journals, worded from one template per verdict."""
+        return self.verdict.text(self.order, self.board)
 
     @property
     def cancel(self) -> bool:
