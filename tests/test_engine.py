@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -370,3 +371,23 @@ def test_reasons_are_worded_when_read_and_read_the_same_every_time() -> None:
     assert d.matches == d.matches
     assert d.reason == "age 17m12s >= 15m; age 17m12s >= 5m"
     assert d.verdict.matches(d.order, d.board) == d.matches
+
+
+def test_evaluate_leaves_no_reference_cycles() -> None:
+    """A daemon evaluates every poll: what a call builds must be freed when its decisions are,
+    by reference counting alone, not left for the cycle collector."""
+    book = [order(order_id=str(i), symbol=s, quantity=q, input_time=at(t))
+            for i, (s, q, t) in enumerate([("SSI", 1000, "10:00:00"), ("SHS", 50, "10:20:00"),
+                                           ("BSR", 1000, "09:00:00"), ("FOO", 10, "10:29:00")])]
+    rf = rules(STALE, PRE_CLOSE, LUNCH, {"name": "big", "max_age": "1m",
+                                         "match": {"min_remaining_qty": 100, "symbols": ["S*"]}})
+    gc.collect()
+    gc.disable()
+    try:
+        for now in (at("10:30:00"), at("11:25:10"), at("14:26:00")):
+            decisions = evaluate(book, rf, now, CAL, BOARDS)
+            assert [d.reason for d in decisions]  # worded too: the wording memos are freed
+            del decisions
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -94,7 +94,7 @@ class CompiledRules:
     """One ``RulesFile`` answered for one instant: filter masks, trigger masks and hold texts.
 
     Per order the engine looks up (each a ``Memo``, filled once per distinct value):
-    ``symbols`` (board, rule mask, board hold), the value masks ``accounts``, ``sides``,
+    ``symbol_facts`` (board, rule mask, board hold), the value masks ``accounts``, ``sides``,
     ``order_types`` and ``statuses``, ``qty`` when what is left is under ``qty_top``, and
     ``status_holds``; then ``keep_partial`` for a partly filled order and ``fired`` for its age.
     It is also the ``Wording`` of the verdicts: ``names`` and ``matches``.
@@ -104,7 +104,7 @@ class CompiledRules:
         "_age_suffix", "_board_facts", "_boards", "_calendar", "_globs", "_local", "_names",
         "_no_globs", "_now", "_overrides", "_reasons", "_templates", "accounts", "cutoffs",
         "fired", "guarded", "keep_partial", "order_types", "prefixes", "qty", "qty_top", "rules",
-        "sides", "status_holds", "statuses", "symbols",
+        "sides", "status_holds", "statuses",
     )
 
     def __init__(
@@ -135,8 +135,8 @@ class CompiledRules:
         self.keep_partial = _mask(f.partially_filled != "skip" for f in filters)
         self.qty_top = max((f.min_remaining_qty for f in filters), default=0)
         # what is left (quantity - filled - cancelled) -> rules whose min_remaining_qty it meets
-        self.qty: Memo[int, int] = Memo(lambda left: _mask(
-            max(0, left) >= r.match.min_remaining_qty for r in self.rules))
+        minimums = [f.min_remaining_qty for f in filters]  # not self: no cycle to keep alive
+        self.qty: Memo[int, int] = Memo(lambda left: _mask(max(0, left) >= m for m in minimums))
 
         self._no_globs = _mask(f.symbols is None for f in filters)
         # One regex per rule for all its globs: ``fnmatchcase`` semantics, one C call a symbol.
@@ -151,7 +151,6 @@ class CompiledRules:
                 if reason is not None:
                     self._reasons[i, None] = reason
         self._board_facts: dict[Board | None, tuple[int, str | None]] = {}
-        self.symbols: Memo[str, tuple[Board | None, int, str | None]] = Memo(self.symbol_facts)
 
         # max_age: an order matches when now - input_time >= max_age, i.e. input_time <= now -
         # max_age. ``cutoffs`` holds those instants ascending; ``fired[bisect_left(cutoffs,

@@ -64,7 +64,8 @@ def evaluate(
     verdicts: Memo[int, Verdict] = Memo(lambda mask: Verdict(mask, compiled))  # shared
 
     # Hoisted for the loop: it runs once per order, everything else once per distinct value.
-    symbols, accounts, sides = compiled.symbols, compiled.accounts, compiled.sides
+    symbols = Memo(compiled.symbol_facts)
+    accounts, sides = compiled.accounts, compiled.sides
     types, statuses, status_holds = compiled.order_types, compiled.statuses, compiled.status_holds
     keep_partial, qty_top, qty = compiled.keep_partial, compiled.qty_top, compiled.qty
     prefixes, protected = compiled.prefixes, compiled.protected
