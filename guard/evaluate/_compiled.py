@@ -3,7 +3,8 @@
 A book holds thousands of orders but only a few accounts, symbols, sides, types and statuses,
 and whether a ``before_close`` or ``at`` window is open depends on the board at most. So each
 filter and trigger is answered once per distinct value, as a bitmask over the rules (bit ``i``
-is ``rules.rules[i]``); per order, the engine ANDs a few masks and compares the age.
+is ``rules.rules[i]``); per order, the engine ANDs a few masks and finds its age among the
+``max_age`` cutoffs with one ``bisect``.
 
 Built per ``evaluate`` call and never kept: it depends on ``now``, the calendar and the board
 map, so a cache across calls could only go stale (and would make a benchmark time a cache).
@@ -97,7 +98,7 @@ class CompiledRules:
     ``symbol_facts`` (board, rule mask, board hold), the value masks ``accounts``, ``sides``,
     ``order_types`` and ``statuses``, ``qty`` when what is left is under ``qty_top``, and
     ``status_holds``; then ``keep_partial`` for a partly filled order and ``fired`` for its age.
-    It is also the ``Wording`` of the verdicts: ``names`` and ``matches``.
+    It is also the ``Wording`` of the verdicts: ``names``, ``matches`` and ``text``.
     """
 
     __slots__ = (
@@ -154,7 +155,8 @@ class CompiledRules:
 
         # max_age: an order matches when now - input_time >= max_age, i.e. input_time <= now -
         # max_age. ``cutoffs`` holds those instants ascending; ``fired[bisect_left(cutoffs,
-        # input_time)]`` is every rule but the max_age ones whose cutoff input_time is past.
+        # input_time)]`` is every rule except the max_age ones the order is too young for
+        # (whose cutoff is before its input_time).
         aged = sorted((now - r.max_age, i) for i, r in enumerate(self.rules)
                       if r.max_age is not None)
         self.cutoffs = [cutoff for cutoff, _ in aged]
