@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -357,7 +358,8 @@ def test_decisions_are_frozen_values() -> None:
         d.held = "x"  # type: ignore[misc]
     with pytest.raises(AttributeError):
         d.verdict.mask = 0  # type: ignore[misc]
-    assert d._replace(held="x").cancel is False
+    assert not hasattr(d, "_replace")  # a verdict is worded for its own order and board
+    assert Decision(d.order, d.board, d.verdict, "x").cancel is False
     again = one(order(), rules(STALE), at("10:30:00") + timedelta(0))
     assert (again.rules, again.matches, again.held) == (d.rules, d.matches, d.held)
 
@@ -391,3 +393,24 @@ def test_evaluate_leaves_no_reference_cycles() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_age_is_elapsed_time_across_a_clock_change() -> None:
+    """now in a zone that changes its clocks (London, 29 Mar 2026): 71h30m elapsed is not 72h,
+    although the wall clocks differ by 72h30m."""
+    rf = rules({"name": "stale-3d", "max_age": "72h"})
+    now = datetime(2026, 3, 30, 4, 0, tzinfo=ZoneInfo("Europe/London"))  # 10:00 in Hanoi
+    young = order(input_time=datetime(2026, 3, 27, 10, 30, tzinfo=EXCHANGE_TZ))
+    d = one(young, rf, now)
+    assert (d.rules, d.cancel) == ((), False)
+    old = order(input_time=datetime(2026, 3, 27, 10, 0, tzinfo=EXCHANGE_TZ))
+    assert one(old, rf, now).matches == (Match("stale-3d", "age 72h >= 72h"),)
+
+
+def test_a_max_age_older_than_any_datetime_never_fires() -> None:
+    """A rule built in code (YAML caps durations) with an absurd max_age: no match, no crash."""
+    rf = rules(STALE)
+    huge = rf.rules[0].model_copy(update={"max_age": timedelta(days=900_000)})
+    rf = rf.model_copy(update={"rules": (huge,)})
+    d = one(order(input_time=at("09:00:00")), rf, at("10:30:00"))
+    assert (d.rules, d.held) == ((), None)

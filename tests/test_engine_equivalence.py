@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,9 +25,9 @@ from hypothesis import strategies as st
 from guard.clock import EXCHANGE_TZ
 from guard.config.durations import format_duration
 from guard.config.schema import ORDER_TYPES, TERMINAL_STATUSES, Rule, RulesFile
-from guard.evaluate._compiled import age_text
 from guard.evaluate.boards import BoardMap
 from guard.evaluate.engine import Decision, Match, evaluate
+from guard.evaluate.wording import age_text
 from guard.market.calendar import Board, MarketCalendar
 from guard.market.holidays import build_calendar
 from guard.snapshot.model import BookOrder
@@ -121,7 +122,7 @@ def _match(rule: Rule, order: BookOrder, board: Board | None, now: datetime,
     if rule.max_age is not None:
         if order.input_time.tzinfo is None:
             return None
-        age = now - order.input_time
+        age = now.astimezone(UTC) - order.input_time.astimezone(UTC)  # elapsed, any zones
         if age >= rule.max_age:
             return f"age {format_duration(age)} >= {format_duration(rule.max_age)}"
         return None
@@ -159,7 +160,8 @@ TRADING_DAYS = [date(2026, 8, 28), date(2026, 11, 23), date(2026, 11, 27)]
 DAYS = [*TRADING_DAYS, *TRADING_DAYS, date(2026, 8, 29), date(2026, 9, 2), date(2026, 11, 24)]
 EDGES = ["08:45", "09:00", "09:15", "09:30", "11:25", "11:25:30", "11:30", "13:00", "14:15",
          "14:25", "14:30", "14:45", "14:55", "15:00"]
-ZONES = [EXCHANGE_TZ, UTC, timezone(timedelta(hours=7))]
+# London changes its clocks: an age must be elapsed time, never wall-clock difference.
+ZONES = [EXCHANGE_TZ, UTC, timezone(timedelta(hours=7)), ZoneInfo("Europe/London")]
 DURATIONS = [timedelta(milliseconds=400), timedelta(seconds=1), timedelta(seconds=59),
              timedelta(minutes=5), timedelta(minutes=15), timedelta(hours=1, seconds=30),
              timedelta(hours=3), timedelta(days=400)]

@@ -16,48 +16,20 @@ answer because it is pure.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from fnmatch import translate
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from guard.clock import EXCHANGE_TZ
 from guard.config.durations import format_duration
 from guard.config.schema import Rule, RulesFile
-from guard.evaluate.decision import Match
 from guard.market.calendar import Board, MarketCalendar
 
-if TYPE_CHECKING:
-    from guard.snapshot.model import BookOrder
-
-__all__ = ["CompiledRules", "Memo", "age_text"]
+__all__ = ["CompiledRules", "Memo"]
 
 K = TypeVar("K")
 V = TypeVar("V")
-
-_INT_SECONDS = 2**31  # below this, int(td.total_seconds()) == td.days * 86400 + td.seconds
-
-
-def age_text(age: timedelta) -> str:
-    """``format_duration(age)``, by integer arithmetic where that is provably the same text.
-
-    Called for every order some ``max_age`` rule matches, so it skips ``format_duration``'s
-    float and generator. Below 2**31 s a float keeps sub-second parts far finer than the gap to
-    the next whole second, so truncating ``total_seconds()`` gives exactly days * 86400 +
-    seconds; anything else (a sub-second age, an absurd one) takes the general path.
-    """
-    seconds = age.days * 86_400 + age.seconds
-    if not 0 < seconds < _INT_SECONDS:
-        return format_duration(age)
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    text = f"{hours}h" if hours else ""
-    if minutes:
-        text += f"{minutes}m"
-    if seconds:
-        text += f"{seconds}s"
-    return text
-
 
 class Memo(dict[K, V]):
     """A dict that computes a missing value once, so a hit is a single C-level ``memo[key]``."""
@@ -98,14 +70,13 @@ class CompiledRules:
     ``symbol_facts`` (board, rule mask, board hold), the value masks ``accounts``, ``sides``,
     ``order_types`` and ``statuses``, ``qty`` when what is left is under ``qty_top``, and
     ``status_holds``; then ``keep_partial`` for a partly filled order and ``fired`` for its age.
-    It is also the ``Wording`` of the verdicts: ``names``, ``matches`` and ``text``.
+    ``trigger_reason`` gives the order-independent reasons that ``wording`` words verdicts with.
     """
 
     __slots__ = (
-        "_age_suffix", "_board_facts", "_boards", "_calendar", "_globs", "_local", "_names",
-        "_no_globs", "_now", "_overrides", "_reasons", "_templates", "accounts", "cutoffs",
-        "fired", "guarded", "keep_partial", "order_types", "prefixes", "qty", "qty_top", "rules",
-        "sides", "status_holds", "statuses",
+        "_board_facts", "_boards", "_calendar", "_globs", "_local", "_no_globs", "_now",
+        "_overrides", "_reasons", "accounts", "cutoffs", "fired", "guarded", "keep_partial",
+        "order_types", "prefixes", "qty", "qty_top", "rules", "sides", "status_holds", "statuses",
     )
 
     def __init__(
@@ -153,12 +124,21 @@ class CompiledRules:
                     self._reasons[i, None] = reason
         self._board_facts: dict[Board | None, tuple[int, str | None]] = {}
 
-        # max_age: an order matches when now - input_time >= max_age, i.e. input_time <= now -
-        # max_age. ``cutoffs`` holds those instants ascending; ``fired[bisect_left(cutoffs,
-        # input_time)]`` is every rule except the max_age ones the order is too young for
-        # (whose cutoff is before its input_time).
-        aged = sorted((now - r.max_age, i) for i, r in enumerate(self.rules)
-                      if r.max_age is not None)
+        # max_age: an order matches when the time elapsed since input_time is at least max_age,
+        # i.e. input_time <= now - max_age. ``cutoffs`` holds those instants ascending;
+        # ``fired[bisect_left(cutoffs, input_time)]`` is every rule except the max_age ones the
+        # order is too young for (whose cutoff is before its input_time). A cutoff is computed
+        # in UTC, so a clock change in now's zone cannot shift it, then shown in exchange time,
+        # the zone of every broker input_time, so comparing them is a plain field compare.
+        aged: list[tuple[datetime, int]] = []
+        now_utc = now.astimezone(UTC)
+        for i, rule in enumerate(self.rules):
+            if rule.max_age is not None:
+                try:
+                    aged.append(((now_utc - rule.max_age).astimezone(EXCHANGE_TZ), i))
+                except OverflowError:  # older than any datetime: no order can be that old
+                    continue
+        aged.sort()
         self.cutoffs = [cutoff for cutoff, _ in aged]
         fired = _mask(r.max_age is None for r in self.rules)
         self.fired = [fired]
@@ -166,10 +146,6 @@ class CompiledRules:
             fired |= 1 << i
             self.fired.append(fired)
         self.fired.reverse()
-        self._age_suffix = {i: f" >= {age_text(r.max_age)}" for i, r in enumerate(self.rules)
-                            if r.max_age is not None}
-        self._names: dict[int, tuple[str, ...]] = {0: ()}
-        self._templates: dict[tuple[int, Board | None], tuple[str, bool]] = {}
 
     # ---- per symbol ------------------------------------------------------------------------
 
@@ -210,12 +186,13 @@ class CompiledRules:
         return facts
 
     def trigger_reason(self, index: int, board: Board | None) -> str | None:
-        """Why rule ``index`` (before_close or at) fires on ``board`` now; None if it does not.
-
-        Complete for ``board`` once ``symbol_facts`` has seen one of its symbols.
-        """
+        """Why rule ``index`` (before_close or at) fires on ``board`` now; None if it does not."""
         at = self._reasons.get((index, None))
-        return at if at is not None else self._reasons.get((index, board))
+        if at is not None:
+            return at
+        if board not in self._board_facts:
+            self._facts_of_board(board)  # fills the board's before_close reasons
+        return self._reasons.get((index, board))
 
     # ---- per order value -------------------------------------------------------------------
 
@@ -227,66 +204,8 @@ class CompiledRules:
         return None
 
 
-    # ---- wording a verdict (only when asked) ------------------------------------------------
-
-    def names(self, mask: int) -> tuple[str, ...]:
-        """The names of the rules in ``mask``, in rule order."""
-        names = self._names.get(mask)
-        if names is None:
-            names = self._names[mask] = tuple(self.rules[i].name for i in _bits(mask))
-        return names
-
-    def matches(self, mask: int, order: BookOrder, board: Board | None) -> tuple[Match, ...]:
-        """Each rule in ``mask`` with why it selected ``order`` (on ``board``) at ``now``."""
-        out = []
-        head = ""
-        for i in _bits(mask):
-            suffix = self._age_suffix.get(i)
-            if suffix is None:
-                reason = self.trigger_reason(i, board)
-                assert reason is not None, "a verdict only holds rules that fired"
-            else:
-                head = head or "age " + age_text(self._now - order.input_time)
-                reason = head + suffix
-            out.append(Match(self.rules[i].name, reason))
-        return tuple(out)
-
-    def text(self, mask: int, order: BookOrder, board: Board | None) -> str:
-        """``"; ".join`` of the reasons ``matches`` gives, from one template per (mask, board)
-        with the order's age as its one blank: what a sweep writes for every decision."""
-        template = self._templates.get((mask, board))
-        if template is None:
-            template = self._templates[mask, board] = self._template(mask, board)
-        text, aged = template
-        return text.format("age " + age_text(self._now - order.input_time) if aged else "")
-
-    def _template(self, mask: int, board: Board | None) -> tuple[str, bool]:
-        """The reasons joined for ``str.format``: ``{0}`` where the age goes, braces escaped."""
-        parts = []
-        for i in _bits(mask):
-            suffix = self._age_suffix.get(i)
-            if suffix is None:
-                reason = self.trigger_reason(i, board)
-                assert reason is not None, "a verdict only holds rules that fired"
-                parts.append(_escaped(reason))
-            else:
-                parts.append("{0}" + _escaped(suffix))
-        return "; ".join(parts), any(i in self._age_suffix for i in _bits(mask))
-
-
-def _escaped(text: str) -> str:
-    return text.replace("{", "{{").replace("}", "}}")
-
-
-def _bits(mask: int) -> Iterator[int]:
-    """The indexes of the set bits, lowest (first rule) first."""
-    while mask:
-        low = mask & -mask
-        mask ^= low
-        yield low.bit_length() - 1
-
-
 def _status_hold(status: str, cancellable: frozenset[str]) -> str | None:
+    """The hold a status alone imposes: WC is already being cancelled; others must be listed."""
     if status == "WC":
         return "status WC already cancelling"
     if status not in cancellable:
@@ -297,6 +216,7 @@ def _status_hold(status: str, cancellable: frozenset[str]) -> str | None:
 def _before_close_reason(
     rule: Rule, board: Board, local: datetime, calendar: MarketCalendar
 ) -> str | None:
+    """``14:25:00 is 5m before HOSE ATC`` when ``local`` is in the rule's window on ``board``."""
     assert rule.before_close is not None
     cutoff = calendar.cancel_cutoff(board, local.date())
     if cutoff is not None and cutoff - rule.before_close <= local < cutoff:

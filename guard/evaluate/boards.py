@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import date
 from types import MappingProxyType
+from typing import TypeVar, overload
 
 from guard.market.calendar import Board
 
 __all__ = ["BoardMap", "normalise_board"]
+
+_T = TypeVar("_T")
 
 # The names the broker's master data and stream use, and the ones people write.
 _ALIASES: dict[str, Board] = {
@@ -79,7 +82,13 @@ class BoardMap(Mapping[str, Board]):
     def __getitem__(self, symbol: str) -> Board:
         return self._boards[_symbol(symbol)]
 
-    def get(self, symbol: str, default: Board | None = None) -> Board | None:  # type: ignore[override]
+    @overload
+    def get(self, symbol: str, /) -> Board | None: ...
+
+    @overload
+    def get(self, symbol: str, /, default: Board | _T) -> Board | _T: ...
+
+    def get(self, symbol: str, /, default: object = None) -> object:
         """``Mapping.get``, without its exception round trip: asked once per symbol per sweep."""
         board = self._boards.get(symbol)
         if board is None and isinstance(symbol, str):

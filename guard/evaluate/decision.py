@@ -2,15 +2,15 @@
 
 Everything is decided when ``evaluate`` returns: the rules that matched each order, and what
 holds it back. Only the *wording* of the reasons (``age 17m12s >= 15m``) waits until
-``Decision.matches`` is read: an age reason differs for every order, and most decisions are
-never worded (a sweep words the matched orders it logs and journals). Wording is pure, so a
-reason read later is the same text it would have been at once.
+``Decision.reason`` or ``Decision.matches`` is read (see ``guard.evaluate.wording``), so that
+deciding stays cheap on every poll; a sweep then words each decision once, for its journal.
+Wording is pure, so a reason read later is the same text it would have been at once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from guard.market.calendar import Board
 from guard.snapshot.model import BookOrder
@@ -86,18 +86,41 @@ class _Worded:
         return "; ".join(m.reason for m in self.matches(mask, order, board))
 
 
-class Decision(NamedTuple):
-    """What the engine concluded about one order.
+class Decision(tuple[BookOrder, Board | None, Verdict, str | None]):
+    """What the engine concluded about one order: (order, board, verdict, held).
 
     ``held`` is the first reason the order must not be cancelled now, recorded even when no
     rule matched; ``cancel`` is true only when some rule matched and nothing holds it back.
-    A tuple, because one is built for every live order on every poll.
+    A tuple, because one is built for every live order on every poll; with no ``_replace``,
+    because the verdict is worded for this order and board and must not be moved to others.
     """
 
-    order: BookOrder
-    board: Board | None
-    verdict: Verdict
-    held: str | None
+    __slots__ = ()
+
+    def __new__(
+        cls, order: BookOrder, board: Board | None, verdict: Verdict, held: str | None
+    ) -> Decision:
+        return tuple.__new__(cls, (order, board, verdict, held))
+
+    def __repr__(self) -> str:
+        return (f"Decision(order={self.order!r}, board={self.board!r}, "
+                f"rules={self.rules!r}, held={self.held!r})")
+
+    @property
+    def order(self) -> BookOrder:
+        return self[0]
+
+    @property
+    def board(self) -> Board | None:
+        return self[1]
+
+    @property
+    def verdict(self) -> Verdict:
+        return self[2]
+
+    @property
+    def held(self) -> str | None:
+        return self[3]
 
     @property
     def rules(self) -> tuple[str, ...]:
@@ -117,4 +140,5 @@ class Decision(NamedTuple):
 
     @property
     def cancel(self) -> bool:
+        """Send a cancel: some rule matched and nothing holds the order back."""
         return self.held is None and bool(self.verdict)

@@ -6,9 +6,10 @@ dry run (or a log line) reads "matched stale-limit-orders, held: HOSE in ATC: ca
 
 Trigger semantics (also in docs/rules-reference.md):
 
-- ``max_age``: matches when ``now - input_time >= max_age``. ``>=`` so that the instant an
-  order becomes stale, ``input_time + max_age``, is itself stale: a half-open ``[t, oo)`` like
-  every other window here, which the scheduler can fire at exactly.
+- ``max_age``: matches when ``now - input_time >= max_age``, the real time elapsed whatever
+  zones the two carry. ``>=`` so that the instant an order becomes stale, ``input_time +
+  max_age``, is itself stale: a half-open ``[t, oo)`` like every other window here, which the
+  scheduler can fire at exactly.
 - ``before_close``: matches in ``[cutoff - before_close, cutoff)``, where ``cutoff`` is the
   board's last cancel chance that day (14:30 HOSE/HNX/DER, 15:00 UPCoM).
 - ``at``: matches in ``[at, at + at_window)`` on trading days; ``at_window`` defaults to 60s,
@@ -16,7 +17,7 @@ Trigger semantics (also in docs/rules-reference.md):
   next minute see the same answer.
 
 Everything is decided when ``evaluate`` returns; only the wording of the reasons waits until it
-is read (see ``guard.evaluate.decision``).
+is read (see ``guard.evaluate.wording``).
 
 How it is fast (the semantics above are all that matters; this is only how they are computed):
 ``_compiled.CompiledRules`` answers every filter and window once per distinct account, symbol,
@@ -37,6 +38,7 @@ from guard.clock import EXCHANGE_TZ
 from guard.config.schema import TERMINAL_STATUSES, RulesFile
 from guard.evaluate._compiled import CompiledRules, Memo
 from guard.evaluate.decision import Decision, Match, Verdict
+from guard.evaluate.wording import RuleWording
 from guard.market.calendar import Board, MarketCalendar
 from guard.snapshot.model import BookOrder
 
@@ -61,7 +63,8 @@ def evaluate(
     if not live:
         return []
     compiled = CompiledRules(rules, now, calendar, boards)
-    verdicts: Memo[int, Verdict] = Memo(lambda mask: Verdict(mask, compiled))  # shared
+    wording = RuleWording(compiled.rules, compiled.trigger_reason, now)
+    verdicts: Memo[int, Verdict] = Memo(lambda mask: Verdict(mask, wording))  # shared
 
     # Hoisted for the loop: it runs once per order, everything else once per distinct value.
     symbols = Memo(compiled.symbol_facts)
