@@ -125,7 +125,10 @@ def _sorted_live(orders: Iterable[BookOrder]) -> list[BookOrder]:
 
     Three stable sorts, least significant key first, give the same order as one sort by the
     tuple, but each compares single values (a tuple compare asks ``==`` and then ``<`` of the
-    datetimes). A naive ``input_time`` meeting an aware one raises; then the careful key runs.
+    datetimes). (They differ only for one instant written in two zones, one of them in a
+    repeated hour, where Python's ``==`` says False and neither is ``<``; broker times all
+    carry exchange time.) A naive ``input_time`` meeting an aware one raises; then the careful
+    key runs.
     """
     live = [o for o in orders if o.status not in TERMINAL_STATUSES]
     try:
