@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -9,9 +11,11 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+import structlog
 from ssi_sdk import AsyncAuth, AsyncTrading, Auth, Trading
 
 from guard.clock import EXCHANGE_TZ, FakeClock
+from guard.record.log import configure_logging
 from guard.simulator.control import Simulator
 
 ACCOUNTS = ("0001234", "0001238")
@@ -88,3 +92,22 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
 def until() -> Callable[..., bool]:
     """``until(predicate, timeout=3.0)``: see ``wait_until``."""
     return wait_until
+
+
+# ---- logging (tests/test_redact.py, tests/test_sweep_secrets.py) -----------------------------
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """The process's logging, JSON, into a buffer; restored afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    buffer = io.StringIO()
+    configure_logging(level="DEBUG", fmt="json", stream=buffer)
+    yield buffer
+    structlog.reset_defaults()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from log_kit import Recorder
 from sweep_kit import (
     ACCT,
     BATCH,
@@ -35,24 +36,6 @@ from guard.simulator.control import Simulator
 
 STALE = timedelta(minutes=20)
 ONE_ACCOUNT = rules_text().replace('accounts: ["0001234", "0001238"]', f'accounts: ["{ACCT}"]')
-
-
-class Recorder:
-    """A structlog-like logger that keeps (level, event, fields)."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict[str, Any]]] = []
-
-    def __getattr__(self, level: str) -> Any:
-        def log(event: str, **fields: Any) -> None:
-            self.records.append((level, event, fields))
-        return log
-
-    def bind(self, **_: Any) -> Recorder:
-        return self
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [fields for _, name, fields in self.records if name == event]
 
 
 def wire(sim: Simulator, order_id: str, **changes: Any) -> dict[str, Any]:

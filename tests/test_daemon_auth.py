@@ -8,7 +8,6 @@ import asyncio
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from daemon_kit import (
@@ -22,6 +21,7 @@ from daemon_kit import (
     status_json,
     wait_for,
 )
+from log_kit import Recorder
 
 from guard.broker.adapter import Broker
 from guard.broker.tokens import TokenCache
@@ -89,24 +89,6 @@ def test_revoked_session_degrades_then_ssi_guard_login_recovers_it(
         assert until > datetime.now(EXCHANGE_TZ) + timedelta(minutes=30)
     finally:
         daemon.close()
-
-
-class Recorder:
-    """A structlog-like logger that keeps (level, event, fields)."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict[str, Any]]] = []
-
-    def __getattr__(self, level: str) -> Any:
-        def log(event: str, **fields: Any) -> None:
-            self.records.append((level, event, fields))
-        return log
-
-    def bind(self, **_: Any) -> Recorder:
-        return self
-
-    def named(self, event: str) -> list[tuple[str, str, dict[str, Any]]]:
-        return [r for r in self.records if r[1] == event]
 
 
 def test_the_reauth_error_repeats_on_its_interval_and_login_is_seen_at_once(

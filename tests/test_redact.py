@@ -7,13 +7,11 @@ import io
 import json
 import logging
 import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import structlog
 
-from guard.record.log import configure_logging, get_logger
+from guard.record.log import get_logger
 from guard.record.redact import MASK, Redactor, SecretRegistry, secrets_registry
 
 
@@ -88,21 +86,6 @@ def test_scrub() -> None:
 
 
 # ---- through the real logging pipeline -------------------------------------------------------
-
-
-@pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    buffer = io.StringIO()
-    configure_logging(level="DEBUG", fmt="json", stream=buffer)
-    yield buffer
-    structlog.reset_defaults()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
 
 
 def test_tracebacks_and_library_logs_are_masked(captured: io.StringIO) -> None:

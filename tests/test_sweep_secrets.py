@@ -7,40 +7,19 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import re
 import stat
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-import structlog
 from sweep_kit import ACCT, BATCH, OTHER, answered, rules_text
 
-from guard.record.log import configure_logging
 from guard.runtime import open_guard
 from guard.simulator.control import Simulator
 from guard.simulator.faults import Fault
 from guard.sweep import run_sweep
 
 STALE = timedelta(minutes=20)
-
-
-@pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    """The process's logging, JSON, into a buffer; restored afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    buffer = io.StringIO()
-    configure_logging(level="DEBUG", fmt="json", stream=buffer)
-    yield buffer
-    structlog.reset_defaults()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
 
 
 def mode(path: Path) -> int:
