@@ -31,6 +31,7 @@ __all__ = ["CompiledRules", "Memo"]
 K = TypeVar("K")
 V = TypeVar("V")
 
+
 class Memo(dict[K, V]):
     """A dict that computes a missing value once, so a hit is a single C-level ``memo[key]``."""
 
@@ -159,7 +160,7 @@ class CompiledRules:
         else:
             raw = self._boards.get(symbol)
             board = raw if raw is None or isinstance(raw, Board) else Board(raw)
-        board_mask, banned = self._board_facts.get(board) or self._facts_of_board(board)
+        board_mask, banned = self._facts_of_board(board)
         globs = self._no_globs
         for bit, match in self._globs:
             if match(symbol):

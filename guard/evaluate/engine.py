@@ -75,7 +75,7 @@ def evaluate(
     guarded = compiled.guarded
     cutoffs, fired, fired_naive = compiled.cutoffs, compiled.fired, compiled.fired[-1]
     no_match = verdicts[0]
-    new = tuple.__new__
+    new = tuple.__new__  # Decision's own __new__ without a Python call per order
     decisions: list[Decision] = []
     append = decisions.append
     for order in live:
