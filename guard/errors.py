@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "CredentialsError",
     "GuardError",
+    "JournalError",
     "ReauthRequired",
     "StateError",
 ]
@@ -59,5 +60,14 @@ class BrokerReplyError(GuardError):
 
 class StateError(GuardError):
     """The state directory is unusable (permissions, lock held by another guard)."""
+
+    exit_code = 5
+
+
+class JournalError(StateError):
+    """The journal cannot be written or read (a full disk, a corrupt or unreadable file).
+
+    The guard never sends a cancel it could not journal first; a failure after a cancel left
+    is logged (``cancel.sent``) before anything else is tried, then the sweep ends."""
 
     exit_code = 5

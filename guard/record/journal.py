@@ -13,11 +13,13 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from guard.errors import JournalError
 
 __all__ = ["Journal", "OpenIntent"]
 
@@ -77,6 +79,14 @@ class OpenIntent:
         return max(stamps)
 
 
+def _why(exc: BaseException) -> str:
+    """The cause in a few words: SQLite's own message ("database or disk is full") or the
+    OS error's ("No space left on device"), never a traceback."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
 def _iso(instant: datetime) -> str:
     return instant.isoformat(timespec="milliseconds")
 
@@ -86,6 +96,14 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        try:
+            self._open(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"cannot open the journal {path}: {_why(exc)}") from None
+
+    def _open(self, path: Path) -> None:
+        if path.exists() and not path.is_file():
+            raise OSError(f"{path.name} is not a file")
         fresh = not path.exists()
         if fresh:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -97,6 +115,10 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            # A file that is not a journal (or a damaged one) must stop the guard here, not
+            # on the first cancel: the quick check reads every page.
+            if self._db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("the file is damaged (quick_check failed)")
         for suffix in ("-wal", "-shm"):
             side = Path(str(path) + suffix)
             if side.exists():
@@ -108,15 +130,33 @@ class Journal:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction; any SQLite failure (a full disk, an unwritable file) is a
+        ``JournalError`` and nothing of the transaction is kept."""
         with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.cursor()
+                cur.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise JournalError(f"cannot write the journal {self.path}: {_why(exc)}") from None
             try:
                 yield cur
+                cur.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with suppress(sqlite3.Error):
+                    cur.execute("ROLLBACK")
+                raise JournalError(f"cannot write the journal {self.path}: {_why(exc)}") from None
             except BaseException:
-                cur.execute("ROLLBACK")
+                with suppress(sqlite3.Error):
+                    cur.execute("ROLLBACK")
                 raise
-            cur.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise JournalError(f"cannot read the journal {self.path}: {_why(exc)}") from None
 
     # ---- writes -------------------------------------------------------------------------
 
@@ -188,8 +228,8 @@ class Journal:
     # ---- reads --------------------------------------------------------------------------
 
     def open_intents(self) -> list[OpenIntent]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._read() as db:
+            rows = db.execute(
                 "SELECT i.id, i.sweep_id, i.account, i.order_id, i.created_at, "
                 "i.cancelled_before, i.price, i.side, i.order_type, s.market_time, "
                 "(SELECT MAX(r.at) FROM requests r WHERE r.request_key = i.request_key), "
@@ -210,9 +250,9 @@ class Journal:
         """Read-only access for ``history`` and tests."""
         if not sql.lstrip().upper().startswith("SELECT"):
             raise ValueError("the journal is append-only; query() only reads")
-        with self._lock:
-            return list(self._db.execute(sql, params).fetchall())
+        with self._read() as db:
+            return list(db.execute(sql, params).fetchall())
 
     def integrity_ok(self) -> bool:
-        with self._lock:
-            return bool(self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+        with self._read() as db:
+            return bool(db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
