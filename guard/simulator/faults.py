@@ -1,20 +1,21 @@
 """Fault injection for the simulator, set from tests: what goes wrong, where, how often.
 
-A ``Fault`` matches requests by method and path prefix and applies to the next ``times`` of
-them (or to all, while armed), to a share ``rate`` of them. The server asks ``FaultPlan.pick``
-once per request and acts on what it gets back.
+A ``Fault`` matches requests by method, path prefix and (optionally) account, and applies to
+the next ``times`` of them (or to all, while armed), to a share ``rate`` of them. The server
+asks ``FaultPlan.pick`` once per request and acts on what it gets back.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = ["Fault", "FaultKind", "FaultPlan"]
 
-FaultKind = Literal["latency", "error", "hang", "malformed", "drop", "body"]
+FaultKind = Literal["latency", "error", "hang", "malformed", "drop", "body", "rewrite", "effect"]
 
 
 @dataclass
@@ -31,6 +32,14 @@ class Fault:
       ``bytes``/``str`` are sent verbatim, anything else as JSON. With ``apply_first`` the
       handler runs first (a write is applied) and only its reply is replaced; without, the
       handler never runs. See ``Simulator.override_reply``.
+    - ``rewrite``: the handler runs (a write is applied), then its JSON reply goes through
+      ``rewrite`` before it is sent: a broker whose answer lies about what it did or holds
+      (see ``guard.simulator.hostile``). ``name`` labels it in the request record.
+    - ``effect``: call ``effect()`` once the handler has answered, e.g. fill an order right
+      after the book was read, so the exchange itself moves between a read and a cancel.
+
+    ``account`` narrows any kind to requests for that account (``accountNo`` in the query,
+    the body, or any item of a batch): one account's reads fail while another's work.
     """
 
     kind: FaultKind
@@ -43,9 +52,15 @@ class Fault:
     apply_first: bool = False
     retry_after: float = 1.0
     body: Any = None
+    account: str | None = None
+    rewrite: Callable[[Any], Any] | None = None
+    effect: Callable[[], None] | None = None
+    name: str = ""
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, accounts: Collection[str] = ()) -> bool:
         if self.method and self.method.upper() != method.upper():
+            return False
+        if self.account is not None and self.account not in accounts:
             return False
         return not self.path or path.startswith(self.path)
 
@@ -67,12 +82,13 @@ class FaultPlan:
         with self._lock:
             self._faults.clear()
 
-    def pick(self, method: str, path: str) -> list[Fault]:
-        """The faults that fire on this request (latency first), consuming their counts."""
+    def pick(self, method: str, path: str, accounts: Collection[str] = ()) -> list[Fault]:
+        """The faults that fire on this request (latency first), consuming their counts.
+        ``accounts``: the accounts the request is for (for faults armed on one account)."""
         fired: list[Fault] = []
         with self._lock:
             for fault in list(self._faults):
-                if not fault.matches(method, path):
+                if not fault.matches(method, path, accounts):
                     continue
                 if fault.rate < 1.0 and self._rng.random() >= fault.rate:
                     continue

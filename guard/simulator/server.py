@@ -90,6 +90,12 @@ class RecordedRequest:
     status: int = 0
     at: float = field(default_factory=time.monotonic)
     fault: str | None = None
+    # What was sent back, for tests that check a client against what it was shown: the
+    # parsed JSON reply (None when there was none, or it was not JSON), when it left the
+    # handler chain (monotonic), and the ``name`` of every ``rewrite`` fault applied to it.
+    reply: Any = None
+    answered_at: float | None = None
+    rewritten: tuple[str, ...] = ()
 
 
 def _now_wire(exchange: Exchange) -> str:
@@ -124,6 +130,46 @@ def _raw_reply(fault: Fault) -> web.Response:
     elif not isinstance(body, bytes):
         body = json.dumps(body).encode("utf-8")
     return web.Response(status=fault.status, body=body, content_type="application/json")
+
+
+def _json_of(response: web.Response) -> Any:
+    """The JSON a response carries, or None (no body, not JSON)."""
+    payload = response.body
+    if not isinstance(payload, bytes | bytearray) or not payload:
+        return None
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return None
+
+
+def _rewritten(response: web.Response,
+               faults: list[Fault]) -> tuple[web.Response, tuple[str, ...]]:
+    """``response`` with its JSON body passed through every ``rewrite`` fault, in order; a
+    body that is not JSON is left alone (there is nothing to lie about structurally)."""
+    data = _json_of(response)
+    if data is None:
+        return response, ()
+    names = []
+    for fault in faults:
+        if fault.rewrite is not None:
+            data = fault.rewrite(data)
+            names.append(fault.name or "rewrite")
+    reply = web.Response(status=response.status, body=json.dumps(data).encode("utf-8"),
+                         content_type="application/json")
+    return reply, tuple(names)
+
+
+def _accounts_of(request: web.Request, body: Any) -> frozenset[str]:
+    """The accounts a request is for: ``accountNo`` in the query, the body, or batch items."""
+    found = {request.query.get("accountNo", "")}
+    if isinstance(body, dict):
+        found.add(str(body.get("accountNo") or ""))
+        items = body.get("orders")
+        if isinstance(items, list):
+            found.update(str(i.get("accountNo") or "") for i in items if isinstance(i, dict))
+    found.discard("")
+    return frozenset(found)
 
 
 def _parse_day(value: str | None) -> date | None:
@@ -197,12 +243,31 @@ class SimServer:
         with self._lock:
             self.requests.append(record)
         _BODY.set(body)
+        try:
+            response = await self._gate(request, handler, raw, body, record)
+        finally:
+            record.answered_at = time.monotonic()
+        if record.status >= 0 and isinstance(response, web.Response):
+            record.reply = _json_of(response)
+        return response
+
+    async def _gate(self, request: web.Request, handler: Handler, raw: bytes, body: Any,
+                    record: RecordedRequest) -> web.StreamResponse:
+        """The gateway proper: faults, rate limit, auth, signature, then the handler."""
         hang: Fault | None = None
         malformed = False
         override: Fault | None = None
+        rewrites: list[Fault] = []
+        effects: list[Fault] = []
 
-        fired = self.faults.pick(request.method, request.path)
+        fired = self.faults.pick(request.method, request.path, _accounts_of(request, body))
         for fault in fired:
+            if fault.kind == "rewrite":
+                rewrites.append(fault)  # a lie in an answer, not a failure: record.fault kept
+                continue
+            if fault.kind == "effect":
+                effects.append(fault)
+                continue
             record.fault = fault.kind
             if fault.kind == "latency":
                 await asyncio.sleep(fault.seconds)
@@ -270,6 +335,11 @@ class SimServer:
                                     content_type="application/json")
         if override is not None:
             response = _raw_reply(override)  # applied, then answered with the given body
+        if rewrites and isinstance(response, web.Response):
+            response, record.rewritten = _rewritten(response, rewrites)
+        for fault in effects:
+            if fault.effect is not None:
+                fault.effect()
         for name, value in rl_headers.items():
             response.headers[name] = value
         record.status = response.status
