@@ -281,6 +281,42 @@ def _check_raw_order(item: Any, index: int, account: str) -> None:
         raise BrokerReplyError(f"{where}: belongs to {_show(owner)}, asked for {account}")
 
 
+def _claimed_total(body: dict[str, Any], where: str) -> int | None:
+    """The book's own count of its orders (``totalRecord``), or None when it gives none
+    (absent or null). A number, or a numeric string as the SDK reads it ("5", "5.0", "1,000");
+    anything else (a word, a fraction, true, a list) is not a count and refuses the reply."""
+    total = body.get("totalRecord")
+    if total is None:
+        return None
+    if not _raw_whole(total):
+        raise BrokerReplyError(f"{where}: field totalRecord is {_show(total)}, not a whole "
+                               "number")
+    return int(Decimal(str(total).strip().replace(",", "")))
+
+
+def _id_key(order_id: str) -> str:
+    """Ids the broker could take for one order compare equal: surrounding blanks, letter case
+    and the leading zeros of a numeric id are not told apart ("00000001" is "1")."""
+    text = order_id.strip().casefold()
+    return str(int(text)) if text.isascii() and text.isdigit() else text
+
+
+def _check_whole_book(orders: Sequence[BookOrder], account: str) -> None:
+    """One orderId on two rows makes the whole book unreadable, whatever the rows say: a
+    protected row beside an unprotected copy, or an FF row beside a QU one, would have the
+    copy cancelled, and a cancel is sent by orderId, so it hits the protected or filled order
+    the broker actually holds. Which row is true cannot be told from the reply."""
+    seen: dict[str, str] = {}
+    for order in orders:
+        key = _id_key(order.order_id)
+        if key in seen:
+            first = seen[key]
+            also = "" if first == order.order_id else f" (also as {_show(first)})"
+            raise BrokerReplyError(f"account {account}: order {order.order_id} is listed twice"
+                                   f"{also}; the book is not trusted")
+        seen[key] = order.order_id
+
+
 def parse_order_book(body: Any, account: str) -> tuple[BookOrder, ...]:
     """One order-book reply, as the server sent it, to the guard's orders.
 
@@ -290,25 +326,35 @@ def parse_order_book(body: Any, account: str) -> tuple[BookOrder, ...]:
     stop guarding it without a word. So the shape is checked here first; only ``{}`` (HTTP
     204), a ``code`` 204 marker, ``totalRecord`` 0 or an ``orderList`` that is null or a list
     count as a reply. The rows then go through the SDK's own parsing and ``to_book_order``.
+
+    The book is then checked as a whole, because rules are decided over all of it: a
+    ``totalRecord`` that is not the number of rows read means the page was cut (or padded),
+    and an orderId listed twice means no row of it can be trusted. Either refuses the whole
+    reply (``BrokerReplyError``): the account is reported unread, and nothing is decided from
+    any of its rows. A ``totalRecord`` that is absent or null makes no claim and is accepted.
     """
     where = f"account {account}: order book reply"
     if not isinstance(body, dict):
         raise BrokerReplyError(f"{where} is {_kind(body)}, not an object")
-    if not body or is_no_content(body):
-        return ()
-    if "orderList" not in body:
-        total = body.get("totalRecord")
-        if _raw_whole(total) and Decimal(str(total).replace(",", "")) == 0:
-            return ()
+    total = _claimed_total(body, where)
+    rows = body.get("orderList")
+    if not body or is_no_content(body) or ("orderList" in body and rows is None) or (
+        "orderList" not in body and total == 0
+    ):
+        rows = []
+    elif "orderList" not in body:
         raise BrokerReplyError(f"{where} has no orderList (keys: {_show(sorted(map(str, body)))})")
-    rows = body["orderList"]
-    if rows is None:
-        return ()
     if not isinstance(rows, list):
         raise BrokerReplyError(f"{where}: field orderList is {_kind(rows)}, not a list")
     if len(rows) >= MAX_BOOK_ROWS:
         raise BrokerReplyError(f"account {account}: {len(rows)} orders in one page; the book "
                                "may be cut")
+    if total is not None and total != len(rows):
+        raise BrokerReplyError(f"account {account}: the reply says totalRecord {total} but "
+                               f"{len(rows)} row{'' if len(rows) == 1 else 's'} came; the book "
+                               "may be cut")
+    if not rows:
+        return ()
     for index, item in enumerate(rows):
         _check_raw_order(item, index, account)
     try:
@@ -317,7 +363,9 @@ def parse_order_book(body: Any, account: str) -> tuple[BookOrder, ...]:
         raise BrokerReplyError(f"{where} does not parse ({type(exc).__name__})") from None
     if len(orders) != len(rows):
         raise BrokerReplyError(f"{where}: {len(rows)} rows parsed as {len(orders)} orders")
-    return tuple(to_book_order(o, account) for o in orders)
+    book = tuple(to_book_order(o, account) for o in orders)
+    _check_whole_book(book, account)
+    return book
 
 
 def _money(value: Any, name: str) -> Decimal:
