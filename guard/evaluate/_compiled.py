@@ -1,10 +1,12 @@
 """Rules compiled against one (now, calendar, boards): every answer no single order can change.
 
 A book holds thousands of orders but only a few accounts, symbols, sides, types and statuses,
-and whether a ``before_close`` or ``at`` window is open depends on the board at most. So each
-filter and trigger is answered once per distinct value, as a bitmask over the rules (bit ``i``
-is ``rules.rules[i]``); per order, the engine ANDs a few masks and finds its age among the
-``max_age`` cutoffs with one ``bisect``.
+and whether a ``BookTrigger`` (``before_close``, ``at``) fires depends on the board at most.
+So each filter and trigger is answered once per distinct value, as a bitmask over the rules
+(bit ``i`` is ``rules.rules[i]``); per order, the engine ANDs a few masks and finds its
+``input_time`` among the ``OrderTrigger`` (``max_age``) cutoffs with one ``bisect``. Which
+trigger is which comes from the table in ``guard.evaluate.kinds``; a kind that is neither is
+refused here too, never left to match nothing.
 
 Built per ``evaluate`` call and never kept: it depends on ``now``, the calendar and the board
 map, so a cache across calls could only go stale (and would make a benchmark time a cache).
@@ -17,16 +19,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from fnmatch import translate
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from guard.clock import EXCHANGE_TZ
-from guard.config.durations import format_duration
 from guard.config.schema import Rule, RulesFile
+from guard.evaluate.decision import Hold, HoldKind
+from guard.evaluate.kinds import BookTrigger, OrderTrigger, kind_of
 from guard.market.calendar import Board, MarketCalendar
 
-__all__ = ["CompiledRules", "Memo"]
+__all__ = ["NOTHING_LEFT", "NOT_GUARDED", "NO_TIMEZONE", "CompiledRules", "Memo"]
+
+# The holds that name no value: one shared ``Hold`` each.
+NOTHING_LEFT: Final = Hold("nothing left to cancel", HoldKind.NOTHING_LEFT)
+NOT_GUARDED: Final = Hold("account not guarded", HoldKind.ACCOUNT_NOT_GUARDED)
+NO_TIMEZONE: Final = Hold("input_time has no timezone", HoldKind.OTHER)
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -71,13 +79,15 @@ class CompiledRules:
     ``symbol_facts`` (board, rule mask, board hold), the value masks ``accounts``, ``sides``,
     ``order_types`` and ``statuses``, ``qty`` when what is left is under ``qty_top``, and
     ``status_holds``; then ``keep_partial`` for a partly filled order and ``fired`` for its age.
-    ``trigger_reason`` gives the order-independent reasons that ``wording`` words verdicts with.
+    ``trigger_reason`` gives the ``BookTrigger`` reasons that ``wording`` words verdicts with.
+    Every hold is a ``Hold``: its text and its ``HoldKind``.
     """
 
     __slots__ = (
-        "_board_facts", "_boards", "_calendar", "_globs", "_local", "_no_globs", "_now",
-        "_overrides", "_reasons", "accounts", "cutoffs", "fired", "guarded", "keep_partial",
-        "order_types", "prefixes", "qty", "qty_top", "rules", "sides", "status_holds", "statuses",
+        "_board_facts", "_boards", "_book", "_calendar", "_globs", "_local", "_no_globs", "_now",
+        "_overrides", "_per_order", "_reasons", "accounts", "cutoffs", "fired", "guarded",
+        "keep_partial", "order_types", "prefixes", "qty", "qty_top", "rules", "sides",
+        "status_holds", "statuses",
     )
 
     def __init__(
@@ -97,7 +107,7 @@ class CompiledRules:
         self.prefixes = tuple(rules.protect.client_request_id_prefixes)
         cancellable = frozenset(rules.cancellable)
         # status -> the hold it imposes alone (the first two checks of the hold order)
-        self.status_holds: Memo[str, str | None] = Memo(
+        self.status_holds: Memo[str, Hold | None] = Memo(
             lambda status: _status_hold(status, cancellable))
 
         filters = [r.match for r in self.rules]
@@ -115,35 +125,33 @@ class CompiledRules:
         # One regex per rule for all its globs: ``fnmatchcase`` semantics, one C call a symbol.
         self._globs = [(1 << i, re.compile("|".join(map(translate, f.symbols))).match)
                        for i, f in enumerate(filters) if f.symbols is not None]
-        # The order-independent reasons: at rules now, before_close rules per board (lazily).
+        # Each rule's trigger, by the kinds table: OrderTrigger rules are decided per order by
+        # their cutoffs, BookTrigger rules per board by their reasons (kept for the wording).
+        self._book: list[tuple[int, BookTrigger]] = []
+        self._per_order = 0
         self._reasons: dict[tuple[int, Board | None], str] = {}
-        trading_day = calendar.is_trading_day(self._local.date())
-        for i, rule in enumerate(self.rules):
-            if rule.at is not None and trading_day:
-                reason = _at_reason(rule, self._local)
-                if reason is not None:
-                    self._reasons[i, None] = reason
-        self._board_facts: dict[Board | None, tuple[int, str | None]] = {}
+        self._board_facts: dict[Board | None, tuple[int, Hold | None]] = {}
 
-        # max_age: an order matches when the time elapsed since input_time is at least max_age,
-        # i.e. input_time <= now - max_age. ``cutoffs`` holds those instants ascending;
-        # ``fired[bisect_left(cutoffs, input_time)]`` is every rule except the max_age ones the
-        # order is too young for (whose cutoff is before its input_time). A cutoff is computed
-        # in UTC, so a clock change in now's zone cannot shift it, then shown in exchange time,
-        # the zone of every broker input_time, so comparing them is a plain field compare. That
-        # is exact while no clock change of Asia/Ho_Chi_Minh lies between them: none since
-        # 1975, and a cutoff is at most the 366 days rules.yaml allows before now.
+        # An OrderTrigger rule fires for an order whose input_time is at or before its cutoff.
+        # ``cutoffs`` holds those instants ascending; ``fired[bisect_left(cutoffs, input_time)]``
+        # is every rule except the OrderTrigger ones whose cutoff is before the input_time.
+        # Cutoffs are in exchange time, like every broker input_time (see ``kinds.MaxAge``).
         aged: list[tuple[datetime, int]] = []
-        now_utc = now.astimezone(UTC)
         for i, rule in enumerate(self.rules):
-            if rule.max_age is not None:
-                try:
-                    aged.append(((now_utc - rule.max_age).astimezone(EXCHANGE_TZ), i))
-                except OverflowError:  # older than any datetime: no order can be that old
-                    continue
+            kind = kind_of(rule)
+            if isinstance(kind, OrderTrigger):
+                self._per_order |= 1 << i
+                cutoff = kind.cutoff(rule, now)
+                if cutoff is not None:  # None: no order can fire
+                    aged.append((cutoff, i))
+            elif isinstance(kind, BookTrigger):
+                self._book.append((i, kind))
+            else:  # register() refuses these; a kind made some other way must not match nothing
+                raise TypeError(f"rule {rule.name!r}: trigger kind {type(kind).__name__} has no "
+                                "compile support")
         aged.sort()
         self.cutoffs = [cutoff for cutoff, _ in aged]
-        fired = _mask(r.max_age is None for r in self.rules)
+        fired = ~self._per_order & ((1 << len(self.rules)) - 1)
         self.fired = [fired]
         for _, i in reversed(aged):
             fired |= 1 << i
@@ -152,7 +160,7 @@ class CompiledRules:
 
     # ---- per symbol ------------------------------------------------------------------------
 
-    def symbol_facts(self, symbol: str) -> tuple[Board | None, int, str | None]:
+    def symbol_facts(self, symbol: str) -> tuple[Board | None, int, Hold | None]:
         """The symbol's board, the rules its board/symbol filters and triggers let through,
         and the hold its board imposes now (unknown board, or the calendar's ban)."""
         if symbol in self._overrides:
@@ -165,75 +173,56 @@ class CompiledRules:
         for bit, match in self._globs:
             if match(symbol):
                 globs |= bit
-        held = f"board unknown for symbol {symbol}" if board is None else banned
+        held = (Hold(f"board unknown for symbol {symbol}", HoldKind.BOARD_UNKNOWN)
+                if board is None else banned)
         return board, board_mask & globs, held
 
-    def _facts_of_board(self, board: Board | None) -> tuple[int, str | None]:
-        """Rules whose board filter passes and whose trigger can fire on ``board`` now; the ban."""
+    def _facts_of_board(self, board: Board | None) -> tuple[int, Hold | None]:
+        """Rules whose board filter passes and whose trigger can fire on ``board`` now; the ban.
+
+        An OrderTrigger rule can fire on any board (its order decides); a BookTrigger rule
+        fires when its kind gives a reason, which is kept for the wording.
+        """
         facts = self._board_facts.get(board)
         if facts is None:
             mask = 0
             for i, rule in enumerate(self.rules):
                 allowed = rule.match.boards
+                if allowed is None or (board is not None and board in allowed):
+                    mask |= self._per_order & 1 << i
+            for i, kind in self._book:
+                allowed = self.rules[i].match.boards
                 if allowed is not None and (board is None or board not in allowed):
                     continue
-                if rule.max_age is not None or (i, None) in self._reasons:
+                reason = kind.reason(self.rules[i], self._local, self._calendar, board)
+                if reason is not None:
+                    self._reasons[i, board] = reason
                     mask |= 1 << i
-                elif rule.before_close is not None and board is not None:
-                    reason = _before_close_reason(rule, board, self._local, self._calendar)
-                    if reason is not None:
-                        self._reasons[i, board] = reason
-                        mask |= 1 << i
             banned = None if board is None else self._calendar.why_banned(board, self._now)
-            facts = self._board_facts[board] = (mask, banned)
+            facts = self._board_facts[board] = (
+                mask, None if banned is None else Hold(banned, HoldKind.BANNED_WINDOW))
         return facts
 
     def trigger_reason(self, index: int, board: Board | None) -> str | None:
-        """Why rule ``index`` (before_close or at) fires on ``board`` now; None if it does not."""
-        at = self._reasons.get((index, None))
-        if at is not None:
-            return at
+        """Why BookTrigger rule ``index`` fires on ``board`` now; None if it does not."""
         if board not in self._board_facts:
-            self._facts_of_board(board)  # fills the board's before_close reasons
+            self._facts_of_board(board)  # fills the board's reasons
         return self._reasons.get((index, board))
 
     # ---- per order value -------------------------------------------------------------------
 
-    def protected(self, client_request_id: str) -> str | None:
+    def protected(self, client_request_id: str) -> Hold | None:
         """``protected prefix P`` for the first listed prefix the id starts with."""
         for prefix in self.prefixes:
             if client_request_id.startswith(prefix):
-                return f"protected prefix {prefix}"
+                return Hold(f"protected prefix {prefix}", HoldKind.PROTECTED)
         return None
 
 
-def _status_hold(status: str, cancellable: frozenset[str]) -> str | None:
+def _status_hold(status: str, cancellable: frozenset[str]) -> Hold | None:
     """The hold a status alone imposes: WC is already being cancelled; others must be listed."""
     if status == "WC":
-        return "status WC already cancelling"
+        return Hold("status WC already cancelling", HoldKind.ALREADY_CANCELLING)
     if status not in cancellable:
-        return f"status {status} not cancellable"
-    return None
-
-
-def _before_close_reason(
-    rule: Rule, board: Board, local: datetime, calendar: MarketCalendar
-) -> str | None:
-    """``14:25:00 is 5m before HOSE ATC`` when ``local`` is in the rule's window on ``board``."""
-    assert rule.before_close is not None
-    cutoff = calendar.cancel_cutoff(board, local.date())
-    if cutoff is not None and cutoff - rule.before_close <= local < cutoff:
-        what = "close" if board is Board.UPCOM else "ATC"
-        left = format_duration(cutoff - local)
-        return f"{local:%H:%M:%S} is {left} before {board.value} {what}"
-    return None
-
-
-def _at_reason(rule: Rule, local: datetime) -> str | None:
-    """On a trading day (checked by the caller): the first ``at`` whose window holds ``local``."""
-    for at in rule.at or ():
-        start = datetime.combine(local.date(), at, tzinfo=EXCHANGE_TZ)
-        if start <= local < start + rule.at_window:
-            shown = at.isoformat("seconds" if at.second else "minutes")
-            return f"fixed sweep at {shown}"
+        return Hold(f"status {status} not cancellable", HoldKind.NOT_CANCELLABLE)
     return None

@@ -10,12 +10,38 @@ Wording is pure, so a reason read later is the same text it would have been at o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from enum import StrEnum
+from typing import NamedTuple, Protocol
 
 from guard.market.calendar import Board
 from guard.snapshot.model import BookOrder
 
-__all__ = ["Decision", "Match", "Verdict", "Wording"]
+__all__ = ["Decision", "Hold", "HoldKind", "Match", "Verdict", "Wording"]
+
+
+class HoldKind(StrEnum):
+    """What kind of hold keeps an order back: a bounded label beside the hold's text.
+
+    The text (``protected prefix keep-``) names values without bound; the kind is what metrics
+    count (``ssi_guard_orders_held_total{reason}``) and what code may branch on, so nothing
+    has to read the English. The values are the metric labels.
+    """
+
+    PROTECTED = "protected"  # the client request id has a protected prefix
+    BANNED_WINDOW = "banned_window"  # the calendar bans a cancel now (phase, weekend, holiday)
+    ALREADY_CANCELLING = "already_cancelling"  # status WC: a cancel is pending
+    NOT_CANCELLABLE = "not_cancellable"  # the status is not in ``cancellable``
+    NOTHING_LEFT = "nothing_left"  # nothing unfilled and uncancelled remains
+    BOARD_UNKNOWN = "board_unknown"  # neither master data nor ``boards:`` knows the symbol
+    ACCOUNT_NOT_GUARDED = "account_not_guarded"  # the account is not in ``accounts``
+    OTHER = "other"  # anything else (today: an input_time with no timezone)
+
+
+class Hold(NamedTuple):
+    """Why an order must not be cancelled now: the words, and their kind."""
+
+    text: str
+    kind: HoldKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,25 +112,38 @@ class _Worded:
         return "; ".join(m.reason for m in self.matches(mask, order, board))
 
 
-class Decision(tuple[BookOrder, Board | None, Verdict, str | None]):
-    """What the engine concluded about one order: (order, board, verdict, held).
+class Decision(tuple[BookOrder, Board | None, Verdict, Hold | None]):
+    """What the engine concluded about one order: (order, board, verdict, hold).
 
     ``held`` is the first reason the order must not be cancelled now, recorded even when no
-    rule matched; ``cancel`` is true only when some rule matched and nothing holds it back.
-    A tuple, because one is built for every live order on every poll; with no ``_replace``,
-    because the verdict is worded for this order and board and must not be moved to others.
+    rule matched, and ``hold_kind`` its kind; ``cancel`` is true only when some rule matched
+    and nothing holds it back. A tuple, because one is built for every live order on every
+    poll; with no ``_replace``, because the verdict is worded for this order and board and must
+    not be moved to others.
     """
 
     __slots__ = ()
 
     def __new__(
-        cls, order: BookOrder, board: Board | None, verdict: Verdict, held: str | None
+        cls,
+        order: BookOrder,
+        board: Board | None,
+        verdict: Verdict,
+        held: str | None,
+        hold_kind: HoldKind | None = None,
     ) -> Decision:
-        return tuple.__new__(cls, (order, board, verdict, held))
+        """``hold_kind`` defaults to ``OTHER`` for a hold (callers that word their own)."""
+        if held is None:
+            if hold_kind is not None:
+                raise ValueError("a hold kind without a hold")
+            return tuple.__new__(cls, (order, board, verdict, None))
+        return tuple.__new__(
+            cls, (order, board, verdict, Hold(held, HoldKind.OTHER if hold_kind is None
+                                               else HoldKind(hold_kind))))
 
     def __repr__(self) -> str:
         return (f"Decision(order={self.order!r}, board={self.board!r}, "
-                f"rules={self.rules!r}, held={self.held!r})")
+                f"rules={self.rules!r}, held={self.held!r}, hold_kind={self.hold_kind!r})")
 
     @property
     def order(self) -> BookOrder:
@@ -119,8 +158,21 @@ class Decision(tuple[BookOrder, Board | None, Verdict, str | None]):
         return self[2]
 
     @property
-    def held(self) -> str | None:
+    def hold(self) -> Hold | None:
+        """The hold, text and kind together; None when nothing holds the order back."""
         return self[3]
+
+    @property
+    def held(self) -> str | None:
+        """The hold's text (``HOSE in ATC: cancel banned``), or None."""
+        hold = self[3]
+        return None if hold is None else hold.text
+
+    @property
+    def hold_kind(self) -> HoldKind | None:
+        """The hold's kind (``HoldKind.BANNED_WINDOW``), or None when nothing holds it."""
+        hold = self[3]
+        return None if hold is None else hold.kind
 
     @property
     def rules(self) -> tuple[str, ...]:
@@ -141,4 +193,4 @@ class Decision(tuple[BookOrder, Board | None, Verdict, str | None]):
     @property
     def cancel(self) -> bool:
         """Send a cancel: some rule matched and nothing holds the order back."""
-        return self.held is None and bool(self.verdict)
+        return self[3] is None and bool(self.verdict)

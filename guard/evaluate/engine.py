@@ -4,26 +4,20 @@ Pure and deterministic: no clock, no I/O, and the same inputs always give the sa
 the same order. A decision records every rule that matched *and* why it is held back, so that a
 dry run (or a log line) reads "matched stale-limit-orders, held: HOSE in ATC: cancel banned".
 
-Trigger semantics (also in docs/rules-reference.md):
-
-- ``max_age``: matches when ``now - input_time >= max_age``, the real time elapsed whatever
-  zones the two carry. ``>=`` so that the instant an order becomes stale, ``input_time +
-  max_age``, is itself stale: a half-open ``[t, oo)`` like every other window here, which the
-  scheduler can fire at exactly.
-- ``before_close``: matches in ``[cutoff - before_close, cutoff)``, where ``cutoff`` is the
-  board's last cancel chance that day (14:30 HOSE/HNX/DER, 15:00 UPCoM).
-- ``at``: matches in ``[at, at + at_window)`` on trading days; ``at_window`` defaults to 60s,
-  so a sweep fired at 11:25:00 and run a few seconds late still matches, and polls during the
-  next minute see the same answer.
+Each trigger kind (``max_age``, ``before_close``, ``at``) is one class in
+``guard.evaluate.kinds``, which owns its semantics (also in docs/rules-reference.md), its check
+and its wording; this module applies the filters and the holds, which are the same for every
+kind. Each hold is a ``Hold``: its text and its ``HoldKind`` (what metrics count).
 
 Everything is decided when ``evaluate`` returns; only the wording of the reasons waits until it
 is read (see ``guard.evaluate.wording``).
 
 How it is fast (the semantics above are all that matters; this is only how they are computed):
 ``_compiled.CompiledRules`` answers every filter and window once per distinct account, symbol,
-side, type and status as a bitmask over the rules, and turns each ``max_age`` into an
-``input_time`` cutoff for this ``now``. Per order the engine ANDs a few masks, one ``bisect``
-among the cutoffs gives the rules old enough, and the result picks the shared ``Verdict``.
+side, type and status as a bitmask over the rules, and turns each per-order trigger
+(``max_age``) into an ``input_time`` cutoff for this ``now``. Per order the engine ANDs a few
+masks, one ``bisect`` among the cutoffs gives the rules old enough, and the result picks the
+shared ``Verdict``.
 ``tests/test_engine_equivalence.py`` holds this to a plain rule-by-rule reading.
 """
 
@@ -36,13 +30,13 @@ from operator import attrgetter
 
 from guard.clock import EXCHANGE_TZ
 from guard.config.schema import TERMINAL_STATUSES, RulesFile
-from guard.evaluate._compiled import CompiledRules, Memo
-from guard.evaluate.decision import Decision, Match, Verdict
+from guard.evaluate._compiled import NO_TIMEZONE, NOT_GUARDED, NOTHING_LEFT, CompiledRules, Memo
+from guard.evaluate.decision import Decision, Hold, HoldKind, Match, Verdict
 from guard.evaluate.wording import RuleWording
 from guard.market.calendar import Board, MarketCalendar
 from guard.snapshot.model import BookOrder
 
-__all__ = ["Decision", "Match", "Verdict", "evaluate"]
+__all__ = ["Decision", "Hold", "HoldKind", "Match", "Verdict", "evaluate"]
 
 
 def evaluate(
@@ -94,7 +88,7 @@ def evaluate(
             if mask and left < qty_top:
                 mask &= qty[left]
             if mask:
-                try:  # drop the max_age rules the order is too young for
+                try:  # drop the per-order (max_age) rules the order is too young for
                     mask &= fired[bisect_left(cutoffs, order.input_time)]
                 except TypeError:  # a naive input_time: no age is known, so none fires
                     mask &= fired_naive
@@ -102,15 +96,15 @@ def evaluate(
         held = status_holds[status]
         if held is None:
             if left <= 0:
-                held = "nothing left to cancel"
+                held = NOTHING_LEFT
             elif order.client_request_id.startswith(prefixes):
                 held = protected(order.client_request_id)
             elif board_held is not None:
                 held = board_held
             elif order.account not in guarded:
-                held = "account not guarded"
+                held = NOT_GUARDED
             elif order.input_time.tzinfo is None:
-                held = "input_time has no timezone"
+                held = NO_TIMEZONE
         append(new(Decision, (order, board, verdict, held)))
     return decisions
 

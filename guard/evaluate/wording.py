@@ -1,10 +1,11 @@
 """Wording a verdict: the reason texts of the rules that matched, built when they are read.
 
-``evaluate`` decides; this module only says it in words. An age reason (``age 17m12s >=
-15m``) differs for every order, the other reasons (``14:25:00 is 5m before HOSE ATC``,
-``fixed sweep at 11:25``) are the same for every order on a board, so one ``str.format``
-template per (verdict, board) with the age as its blank words a decision in one call. Pure:
-the same verdict, order and board always give the same text.
+``evaluate`` decides; this module only says it in words, from each rule's trigger kind
+(``guard.evaluate.kinds``). An ``OrderTrigger`` reason (``age 17m12s >= 15m``) differs for
+every order, a ``BookTrigger`` reason (``14:25:00 is 5m before HOSE ATC``, ``fixed sweep at
+11:25``) is the same for every order on a board, so one ``str.format`` template per (verdict,
+board) with the order's age as its blank words a decision in one call. Pure: the same verdict,
+order and board always give the same text.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from guard.config.durations import format_duration
 from guard.config.schema import Rule
 from guard.evaluate.decision import Match
+from guard.evaluate.kinds import OrderTrigger, format_literal, kind_of
 from guard.market.calendar import Board
 from guard.snapshot.model import BookOrder
 
@@ -47,11 +49,11 @@ def age_text(age: timedelta) -> str:
 class RuleWording:
     """The ``Wording`` of one ``evaluate`` call: names and reasons of its verdicts' rules.
 
-    ``trigger_reason(i, board)`` gives rule ``i``'s order-independent reason (before_close,
-    at); a ``max_age`` rule's reason is the order's age, elapsed since its ``input_time``.
+    ``trigger_reason(i, board)`` gives BookTrigger rule ``i``'s reason; an OrderTrigger rule's
+    reason is its kind's template filled with the order's age, elapsed since ``input_time``.
     """
 
-    __slots__ = ("_age_suffix", "_names", "_now", "_rules", "_templates", "_trigger_reason")
+    __slots__ = ("_aged", "_names", "_now", "_rules", "_templates", "_trigger_reason")
 
     def __init__(
         self,
@@ -62,8 +64,12 @@ class RuleWording:
         self._rules = rules
         self._trigger_reason = trigger_reason
         self._now = now.astimezone(UTC)  # an age is elapsed time, whatever the zones
-        self._age_suffix = {i: f" >= {age_text(r.max_age)}" for i, r in enumerate(rules)
-                            if r.max_age is not None}
+        # rule index -> its OrderTrigger reason template (``{0}``: the order's age)
+        self._aged: dict[int, str] = {}
+        for i, rule in enumerate(rules):
+            kind = kind_of(rule)
+            if isinstance(kind, OrderTrigger):
+                self._aged[i] = kind.template(rule)
         self._names: dict[int, tuple[str, ...]] = {0: ()}
         self._templates: dict[tuple[int, Board | None], tuple[str, bool]] = {}
 
@@ -77,14 +83,14 @@ class RuleWording:
     def matches(self, mask: int, order: BookOrder, board: Board | None) -> tuple[Match, ...]:
         """Each rule in ``mask`` with why it selected ``order`` (on ``board``)."""
         out = []
-        head = ""
+        age = ""
         for i in _bits(mask):
-            suffix = self._age_suffix.get(i)
-            if suffix is None:
+            template = self._aged.get(i)
+            if template is None:
                 reason = self._fired(i, board)
             else:
-                head = head or "age " + age_text(self._now - order.input_time)
-                reason = head + suffix
+                age = age or age_text(self._now - order.input_time)
+                reason = template.format(age)
             out.append(Match(self._rules[i].name, reason))
         return tuple(out)
 
@@ -95,31 +101,30 @@ class RuleWording:
         if template is None:
             template = self._templates[mask, board] = self._template(mask, board)
         text, aged = template
-        return text.format("age " + age_text(self._now - order.input_time) if aged else "")
+        return text.format(age_text(self._now - order.input_time)) if aged else text
 
     def _template(self, mask: int, board: Board | None) -> tuple[str, bool]:
-        """The reasons joined for ``str.format``: ``{0}`` where the age goes, braces escaped."""
+        """The reasons joined for ``str.format``: ``{0}`` where the age goes, braces escaped;
+        and whether any is aged (else the text is used as is, so it is kept unescaped)."""
         parts = []
-        aged = False
+        book = []
         for i in _bits(mask):
-            suffix = self._age_suffix.get(i)
-            if suffix is None:
-                parts.append(_escaped(self._fired(i, board)))
+            template = self._aged.get(i)
+            if template is None:
+                reason = self._fired(i, board)
+                parts.append(format_literal(reason))
+                book.append(reason)
             else:
-                parts.append("{0}" + _escaped(suffix))
-                aged = True
-        return "; ".join(parts), aged
+                parts.append(template)
+        if len(book) == len(parts):
+            return "; ".join(book), False
+        return "; ".join(parts), True
 
     def _fired(self, index: int, board: Board | None) -> str:
         reason = self._trigger_reason(index, board)
         if reason is None:  # a verdict worded for a board its rule did not fire on
             raise ValueError(f"rule {self._rules[index].name!r} did not fire on {board}")
         return reason
-
-
-def _escaped(text: str) -> str:
-    """``text`` as a literal inside a ``str.format`` template."""
-    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _bits(mask: int) -> Iterator[int]:
