@@ -281,7 +281,7 @@ def test_crlf_and_bom_are_fine() -> None:
         ),
         (
             MINIMAL + "  - name: ''\n    at: ['11:25']\n",
-            ["rules.yaml:6: rules[1].name: String should have at least 1 character"],
+            ["rules.yaml:6: rules[1].name: must not be empty"],
         ),
         (
             MINIMAL + "  - at: ['11:25']\n",

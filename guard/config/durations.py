@@ -18,6 +18,7 @@ DURATION_HINT = "use 30s, 15m, 1h30m"
 _DURATION = re.compile(r"(?:(?P<h>[0-9]+)h)?(?:(?P<m>[0-9]+)m)?(?:(?P<s>[0-9]+)s)?")
 # Far beyond any sensible rule, far below timedelta's overflow: keeps the arithmetic boring.
 _MAX_SECONDS = 366 * 24 * 3600
+_MAX_DIGITS = len(str(_MAX_SECONDS))  # more significant digits than this is always too long
 
 
 class DurationError(ValueError):
@@ -40,7 +41,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.fullmatch(stripped)
     if not stripped or match is None or not any(match.groupdict().values()):
         raise DurationError(f"{_q(text)} is not a duration ({DURATION_HINT})")
-    hours, minutes, seconds = (int(match.group(g) or 0) for g in ("h", "m", "s"))
+    digits = [match.group(g) or "0" for g in ("h", "m", "s")]
+    if any(len(d.lstrip("0")) > _MAX_DIGITS for d in digits):  # int() refuses 4300+ digits
+        raise DurationError(f"{_q(text)} is too long: at most 366 days")
+    hours, minutes, seconds = (int(d) for d in digits)
     total = hours * 3600 + minutes * 60 + seconds
     if total == 0:
         raise DurationError(f"{_q(text)} is zero: a duration must be positive ({DURATION_HINT})")

@@ -254,8 +254,10 @@ def _build(node: Node, path: Loc, doc: _Document, loader: _RulesLoader) -> Any:
     if isinstance(node, ScalarNode):
         try:
             value = loader.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, OverflowError, TypeError):
-            doc.problem(line, path, f"{_short(node.value)} is not a valid {_tag_word(node.tag)}")
+        except (yaml.YAMLError, ValueError, OverflowError, TypeError, LookupError):
+            # (``!!bool https://...`` is a KeyError inside PyYAML)
+            shown = "the value" if _secret_path(path) else _short(node.value)
+            doc.problem(line, path, f"{shown} is not a valid {_tag_word(node.tag)}")
             return node.value
         if not isinstance(value, str):
             doc.raw[path] = node.value
@@ -275,7 +277,9 @@ def _build(node: Node, path: Loc, doc: _Document, loader: _RulesLoader) -> Any:
                 continue
             if key in result:
                 first = doc.lines.get((*path, key), key_line)
-                message = f"duplicate key {_short(key)} (first at line {first})"
+                shown = "(not shown)" if _secret_path((*path, key)) and _URLISH.search(key) \
+                    else _short(key)
+                message = f"duplicate key {shown} (first at line {first})"
                 doc.problem(key_line, (*path, key), message)
                 continue
             doc.lines[(*path, key)] = key_line
@@ -345,8 +349,11 @@ def _raise(doc: _Document) -> None:
 
 def _dotted(loc: Sequence[str | int]) -> str:
     text = ""
+    secret = _secret_path(tuple(loc))
     for part in loc:
         name = _short(part, quote=False)
+        if secret and isinstance(part, str) and _URLISH.search(part):
+            name = "(key not shown)"  # a webhook pasted as a key, token and all
         text += f"[{part}]" if isinstance(part, int) else (f".{name}" if text else name)
     return text if len(text) <= 120 else "..." + text[-117:]
 
@@ -403,6 +410,11 @@ def _describe(error: ErrorDetails, doc: _Document) -> tuple[int, str]:
     kind = error["type"]
     if kind == "extra_forbidden":
         key = str(path[-1]) if path else "?"
+        if _secret_path(path) and _URLISH.search(key):  # a webhook written as a key
+            known = ", ".join(_known_keys(path[:-1]))
+            where = f"{doc.source}:{line}: {_dotted(path[:-1])}: "
+            return line, f"{where}unknown key (not shown: it looks like a URL; the keys are " \
+                f"{known})"
         close = difflib.get_close_matches(key, _known_keys(path[:-1]), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return line, f"{where}unknown key {_short(key)}{hint}"
@@ -416,9 +428,17 @@ def _describe(error: ErrorDetails, doc: _Document) -> tuple[int, str]:
     return line, where + message
 
 
+_URLISH: Final = re.compile(r"[/:@?]")
+
+
+def _secret_path(path: Loc) -> bool:
+    """Under ``alerts:`` a value (or a misplaced key) may be the webhook with its token."""
+    return path[:1] == ("alerts",)
+
+
 def _got(value: object, path: Loc, doc: _Document) -> str:
     """What was actually there, phrased for someone editing YAML (never a secret's value)."""
-    if path[:1] == ("alerts",):
+    if _secret_path(path):
         return ""
     if value is None:
         return " (the key has no value)"

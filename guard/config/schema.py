@@ -8,11 +8,13 @@ an account written ``0001234`` without quotes is a number to YAML, and a string 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import date, datetime, time, timedelta
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
+import httpx
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -157,16 +159,97 @@ def _not_plo(value: str) -> str:
     return value
 
 
+_WEBHOOK_SCHEME = re.compile(r"(?i)https?:")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_BAD_PORT = "the port is not a whole number from 1 to 65535"
+_BAD_HOST = "the host is not a valid name or IP address"
+
+
 def _webhook(value: str) -> str:
-    """An http(s) URL; the value itself may hold a token, so it is never echoed back."""
+    """An http(s) URL that httpx can send to, checked here so that a typo (``:18o99``) fails
+    ``validate`` instead of the delivery at run time. The value may hold a token (in its path,
+    query or user info), so no message ever quotes any part of it."""
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise _err("url", "the URL contains a space or a control character")
+    if not _WEBHOOK_SCHEME.match(value):
+        raise _err("url", "must be an http:// or https:// URL")
     try:
         parts = urlsplit(value)
         host = parts.hostname
-    except ValueError:
-        host = None
-        parts = None
-    if parts is None or parts.scheme not in {"http", "https"} or not host or " " in value:
+    except ValueError:  # unbalanced or invalid [IPv6] brackets
+        raise _err("url", _BAD_HOST) from None
+    if parts.scheme.lower() not in {"http", "https"}:
         raise _err("url", "must be an http:// or https:// URL")
+    if not host:
+        raise _err("url", "the URL has no host")
+    hostport = parts.netloc.rpartition("@")[2]
+    after_host = hostport.rpartition("]")[2] if hostport.startswith("[") else hostport
+    _, colon, port = after_host.partition(":")
+    if colon and port and not (len(port) <= 5 and port.isascii() and port.isdigit()
+                               and 1 <= int(port) <= 65535):
+        raise _err("url", _BAD_PORT)
+    try:
+        parsed = httpx.URL(value)
+        raw_host = parsed.raw_host.decode("ascii")
+    except Exception as exc:  # httpx raises InvalidURL, idna.IDNAError, ...: never its text
+        message = _BAD_HOST if isinstance(exc, UnicodeError) else "is not a URL httpx can send to"
+        raise _err("url", message) from None
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise _err("url", _BAD_PORT)
+    if not _valid_host(raw_host):
+        raise _err("url", _BAD_HOST)
+    return value
+
+
+def _valid_host(raw_host: str) -> bool:
+    """An IP address, or a DNS name (IDNs already in punycode): labels of letters, digits,
+    ``-`` and ``_``, none empty, at most 253 characters (a trailing dot is allowed)."""
+    try:
+        ipaddress.ip_address(raw_host)
+    except ValueError:
+        pass
+    else:
+        return True
+    name = raw_host.removesuffix(".")
+    return 0 < len(name) <= 253 and all(_HOST_LABEL.fullmatch(p) for p in name.split("."))
+
+
+_NAME_MAX = 80
+
+
+def _rule_name(value: str) -> str:
+    """Names reach logs, alerts and terminals: one line of visible text, so a stray tab, an
+    escape sequence or a right-to-left override cannot disguise which rule acted."""
+    if not value:
+        raise _err("rule_name", "must not be empty")
+    if value.isspace():
+        raise _err("rule_name", "must not be blank")
+    if value != value.strip():
+        raise _err("rule_name", "must not start or end with a space")
+    bad = next((c for c in value if not c.isprintable() or _INVISIBLE.fullmatch(c)), None)
+    if bad is not None:
+        raise _err("rule_name", f"{_q(value)} contains a control or invisible character "
+                   f"({bad!r})")
+    if len(value) > _NAME_MAX:
+        raise _err("rule_name", f"at most {_NAME_MAX} characters (got {len(value)})")
+    return value
+
+
+# Format characters str.isprintable() lets through that still hide or reorder text.
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
+def _filter_given(value: object) -> object:
+    """``accounts:`` with nothing after it is YAML null. Read as "absent" it would widen the
+    rule to every account; whoever wrote the key meant to narrow it. So it is an error."""
+    if value is None:
+        raise _err("null", "has no value: list at least one, or remove the key to match any")
+    return value
+
+
+def _alerts_given(value: object) -> object:
+    if value is None:
+        raise _err("null", "has no value: give a webhook, or remove the key to send no alerts")
     return value
 
 
@@ -182,6 +265,9 @@ Account = Annotated[StrictStr, AfterValidator(_account)]
 Status = Annotated[StrictStr, AfterValidator(_status)]
 OrderTypeFilter = Annotated[OrderTypeCode, AfterValidator(_not_plo)]
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
+_T = TypeVar("_T")
+Given = Annotated[_T, BeforeValidator(_filter_given)]  # optional, but never an explicit null
+RuleName = Annotated[StrictStr, AfterValidator(_rule_name)]
 
 
 def _problems(title: str, problems: list[tuple[tuple[str | int, ...], str, object]]) -> None:
@@ -222,16 +308,17 @@ class Alerts(BaseModel):
 
 class RuleMatch(BaseModel):
     """Filters, all optional and ANDed. An absent filter matches anything; an empty list is an
-    error because it would match nothing and so silently disable the rule."""
+    error because it would match nothing and so silently disable the rule, and a key with no
+    value (YAML null) is an error because it would silently match everything."""
 
     model_config = _CONFIG
 
-    accounts: tuple[Account, ...] | None = Field(default=None, min_length=1)
-    boards: tuple[Board, ...] | None = Field(default=None, min_length=1)
-    symbols: tuple[SymbolGlob, ...] | None = Field(default=None, min_length=1)
-    sides: tuple[Side, ...] | None = Field(default=None, min_length=1)
-    order_types: tuple[OrderTypeFilter, ...] | None = Field(default=None, min_length=1)
-    statuses: tuple[Status, ...] | None = Field(default=None, min_length=1)
+    accounts: Given[tuple[Account, ...] | None] = Field(default=None, min_length=1)
+    boards: Given[tuple[Board, ...] | None] = Field(default=None, min_length=1)
+    symbols: Given[tuple[SymbolGlob, ...] | None] = Field(default=None, min_length=1)
+    sides: Given[tuple[Side, ...] | None] = Field(default=None, min_length=1)
+    order_types: Given[tuple[OrderTypeFilter, ...] | None] = Field(default=None, min_length=1)
+    statuses: Given[tuple[Status, ...] | None] = Field(default=None, min_length=1)
     partially_filled: Literal["cancel_rest", "skip"] = "cancel_rest"
     min_remaining_qty: StrictInt = Field(default=0, ge=0)
 
@@ -244,7 +331,7 @@ class Rule(BaseModel):
 
     model_config = _CONFIG
 
-    name: Annotated[StrictStr, Field(min_length=1, max_length=80, pattern=r"^\S(.*\S)?$")]
+    name: RuleName
     max_age: Duration | None = None
     before_close: Duration | None = None
     at: tuple[ClockTime, ...] | None = Field(default=None, min_length=1)
@@ -295,7 +382,7 @@ class RulesFile(BaseModel):
     protect: Protect = Protect()
     holidays: tuple[HolidayDate, ...] = ()
     boards: dict[Symbol, Board] = Field(default_factory=dict)
-    alerts: Alerts | None = None
+    alerts: Annotated[Alerts | None, BeforeValidator(_alerts_given)] = None
     rules: tuple[Rule, ...] = Field(min_length=1)
 
     @field_validator("version")
@@ -337,5 +424,41 @@ class RulesFile(BaseModel):
                         (("rules", i, "match", "statuses", j),
                          f"status {_q(status)} is not in cancellable", status)
                     )
+            problems.extend(self._never_matches(i, rule.match))
         _problems("RulesFile", problems)
         return self
+
+    def _never_matches(
+        self, i: int, match: RuleMatch
+    ) -> list[tuple[tuple[str | int, ...], str, object]]:
+        """Filters that provably select nothing a cancel could reach: a rule switched off
+        without a word. Only what is certain from this file alone is refused."""
+        found: list[tuple[tuple[str | int, ...], str, object]] = []
+        statuses = match.statuses
+        if match.partially_filled == "skip" and (
+            statuses is None or all(s in self.cancellable for s in statuses)
+        ):
+            # skip drops every PF order; an order must have a cancellable status to be
+            # cancelled (otherwise it is held), and a listed status must also be its own.
+            reachable = set(statuses if statuses is not None else self.cancellable)
+            if reachable <= {"PF"}:
+                where = "statuses" if statuses is not None else "cancellable"
+                end = "match" if statuses is not None else "cancel an order"
+                found.append(
+                    (("rules", i, "match", "partially_filled"),
+                     f"skip leaves out every PF order and {where} allows only PF: the rule "
+                     f"can never {end}", "skip")
+                )
+        boards, symbols = match.boards, match.symbols
+        if boards is not None and symbols is not None and all(
+            s in self.boards and self.boards[s] not in boards for s in symbols
+        ):
+            # Every symbol is exact (a glob is never a key of `boards:`), and `boards:` wins
+            # over the broker's master data, so each listed symbol is on a board left out.
+            pinned = ", ".join(f"{s}: {self.boards[s].value}" for s in symbols)
+            found.append(
+                (("rules", i, "match", "symbols"),
+                 f"every symbol listed is pinned by `boards:` to a board this rule's `boards` "
+                 f"leaves out ({pinned}): the rule can never match", list(symbols))
+            )
+        return found
