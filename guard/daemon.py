@@ -26,6 +26,7 @@ from guard.errors import (
     BrokerUnavailable,
     ConfigError,
     GuardError,
+    JournalError,
     ReauthRequired,
 )
 from guard.health import Health, write_status
@@ -33,6 +34,7 @@ from guard.market.holidays import build_calendar
 from guard.notify import Notifier
 from guard.schedule.scheduler import RehearsalClock, SchedulerDriver
 from guard.schedule.triggers import JobSpec, plan_jobs
+from guard.snapshot.fetch import take_snapshot
 from guard.sweep import SweepContext, SweepReport, run_sweep
 
 __all__ = ["Daemon", "run_daemon"]
@@ -77,6 +79,8 @@ class Daemon:
         self._sweeps: set[asyncio.Task[SweepReport | None]] = set()
         self._reauth_logged = -math.inf
         self._failures = 0
+        # What is wrong now, by kind; health is derived from these alone (see _derive).
+        self._problems: dict[str, str] = {}
         self._idle_logged_until: datetime | None = None
         self._warned_years: set[int] = set()
 
@@ -105,9 +109,33 @@ class Daemon:
                 previous=before.state,
             )
 
+    # Problems, in the order their reasons are shown. Each is set by what happened and
+    # cleared only by what proves it gone, so no success elsewhere can hide it.
+    PROBLEMS = ("reauth", "broker", "journal", "accounts", "sweeps", "reload")
+
+    def _problem(self, kind: str, reason: str | None) -> None:
+        """Set (``reason``) or clear (None) one problem, and derive health from all of them."""
+        if reason is None:
+            self._problems.pop(kind, None)
+        else:
+            self._problems[kind] = reason
+        self._derive()
+
+    def _derive(self, **changes: Any) -> None:
+        if self.health.state in ("stopping", "stopped") and "state" not in changes:
+            self._set_health(**changes)
+            return
+        reasons = [self._problems[k] for k in self.PROBLEMS if k in self._problems]
+        if reasons:
+            self._set_health(state="degraded", reason="; ".join(reasons), **changes)
+        elif self.health.state != "starting":
+            self._set_health(state="healthy", reason="", **changes)
+        else:
+            self._set_health(**changes)
+
     @property
     def needs_login(self) -> bool:
-        return self.health.state == "degraded" and self.health.reason.startswith("re-auth")
+        return "reauth" in self._problems
 
     def _degrade_reauth(self, exc: ReauthRequired) -> None:
         now = self._monotonic()
@@ -118,7 +146,7 @@ class Daemon:
                 reason=str(exc),
                 action="run `ssi-guard login` on the host; the guard recovers by itself",
             )
-        self._set_health(state="degraded", reason=f"re-authentication required: {exc}")
+        self._problem("reauth", f"re-authentication required: {exc}")
 
     def _check_holiday_data(self) -> None:
         year = self.ctx.clock().year
@@ -136,17 +164,17 @@ class Daemon:
         """Reconcile, probe the broker once, then tell systemd READY (healthy or degraded)."""
         self._check_holiday_data()
         self._report_missed_while_down()
+        # Leave "starting": from here on, health is what the problems say.
+        self.health = self.health.with_(state="healthy")
         try:
             await self._probe()
         except ReauthRequired as exc:
             self._degrade_reauth(exc)
         except (BrokerUnavailable, BrokerReplyError) as exc:
             self.log.error("broker.unavailable", error=str(exc))
-            self._set_health(state="degraded", reason=f"broker unavailable: {exc}")
+            self._problem("broker", f"broker unavailable: {exc}")
         else:
-            self._set_health(
-                state="healthy", reason="", token_expires_at=self.ctx.broker.token_expires_at
-            )
+            self._derive(token_expires_at=self.ctx.broker.token_expires_at)
         self.log.info(
             "daemon.ready",
             state=self.health.state,
@@ -188,9 +216,19 @@ class Daemon:
                 due = job.trigger.get_next_fire_time(due, due)
 
     async def _probe(self) -> None:
-        """One cheap proof that the session works: a token, and one account's book."""
+        """One proof that the guard can do its job: a token, and every account's book.
+
+        Every account is read, not the first: an account that cannot be read is not guarded,
+        whatever its place in rules.yaml. If none can be read the broker is unavailable
+        (raised); if some cannot, those are named in health."""
         await self.ctx.broker.ensure_session()
-        await self.ctx.broker.orders(self.ctx.rules.accounts[0], self.ctx.clock().date())
+        day = self.ctx.clock().astimezone(EXCHANGE_TZ).date()
+        snapshot = await take_snapshot(self.ctx.broker, self.ctx.rules.accounts, day,
+                                       self.ctx.clock, self.log)
+        if snapshot.failures and not snapshot.books:
+            raise BrokerUnavailable(snapshot.failures[0][1])
+        self._problem("broker", None)
+        self._problem("accounts", _unread_reason(snapshot.failures))
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -235,6 +273,10 @@ class Daemon:
                 problems=exc.messages,
                 kept="previous rules",
             )
+            first = exc.messages[0] if exc.messages else "invalid"
+            more = f" (+{len(exc.messages) - 1} more)" if len(exc.messages) > 1 else ""
+            self._problem("reload", f"rules reload failed, running on the previous rules: "
+                                    f"{first}{more}")
             return False
         self.ctx.rules = rules
         self.ctx.calendar = build_calendar(rules.holidays)
@@ -249,7 +291,7 @@ class Daemon:
             poll_every_s=rules.poll_every.total_seconds(),
             jobs=[j.job_id for j in self.jobs],
         )
-        self._set_health()
+        self._problem("reload", None)
         return True
 
     # ---- sweeps -------------------------------------------------------------------------
@@ -293,17 +335,24 @@ class Daemon:
         except ReauthRequired as exc:
             self._degrade_reauth(exc)
             return None
+        except JournalError as exc:
+            # Nothing can be cancelled without a journal: degraded at once, not after three.
+            self._failures += 1
+            self.log.error("sweep.failed", job=job.job_id, error=str(exc),
+                           consecutive=self._failures)
+            self._problem("journal", f"journal unwritable: {exc}")
+            return None
         except GuardError as exc:
             self._failures += 1
             self.log.error(
                 "sweep.failed", job=job.job_id, error=str(exc), consecutive=self._failures
             )
-            if self._failures >= FAILURES_BEFORE_DEGRADED:
-                self._set_health(state="degraded", reason=f"{self._failures} sweeps failed: {exc}")
+            self._count_failure(str(exc))
             return None
         except Exception as exc:
             self._failures += 1
             self.log.exception("sweep.crashed", job=job.job_id, error=type(exc).__name__)
+            self._count_failure(f"crashed ({type(exc).__name__})")
             return None
         self._failures = 0
         self.sweeps_run += 1
@@ -318,11 +367,24 @@ class Daemon:
         }
         if report.complete:
             changes["last_ok_sweep_at"] = stamp
-        if self.health.state != "healthy" and not report.unread_accounts:
-            changes.update(state="healthy", reason="")
-        self._set_health(**changes)
+        # A sweep that returned a report proves the session, the broker and the journal.
+        for kind in ("broker", "journal", "sweeps"):
+            self._problems.pop(kind, None)
+        unread = report.unread_accounts
+        if unread and len(unread) == len(self.ctx.rules.accounts):
+            self._problems.pop("accounts", None)
+            self._problems["broker"] = f"broker unavailable: {unread[0][1]}"
+        else:
+            self._problems.pop("accounts", None)
+            if unread:
+                self._problems["accounts"] = _unread_reason(unread) or ""
+        self._derive(**changes)
         self._log_idle(job)
         return report
+
+    def _count_failure(self, error: str) -> None:
+        if self._failures >= FAILURES_BEFORE_DEGRADED:
+            self._problem("sweeps", f"{self._failures} sweeps failed: {error}")
 
     def _log_idle(self, job: JobSpec) -> None:
         """Say once, not every poll, that the market is shut until the next window."""
@@ -397,9 +459,16 @@ class Daemon:
                 # Not "token_expires_at": the redactor masks any key that names a token.
                 self.log.info("auth.recovered", session_valid_until=datetime.fromtimestamp(
                     self.ctx.broker.token_expires_at, EXCHANGE_TZ).isoformat(timespec="seconds"))
-                self._set_health(
-                    state="healthy", reason="", token_expires_at=self.ctx.broker.token_expires_at
-                )
+                self._problems.pop("reauth", None)
+                self._derive(token_expires_at=self.ctx.broker.token_expires_at)
+
+
+def _unread_reason(failures: tuple[tuple[str, str], ...]) -> str | None:
+    """Health's words for accounts that could not be read, by name; None when all were."""
+    if not failures:
+        return None
+    named = ", ".join(f"{account} ({why})" for account, why in failures)
+    return f"accounts not read: {named}"
 
 
 async def _serve(rules_path: str, force_dry_run: bool, metrics_port: int | None = None,

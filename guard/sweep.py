@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from guard.act.plan import CancelPlan, plan_cancels
-from guard.act.send import SendResult, send_plan
+from guard.act.send import SendAborted, SendResult, send_plan
 from guard.broker.adapter import Broker
 from guard.clock import EXCHANGE_TZ, Clock, system_clock
 from guard.config.schema import RulesFile
 from guard.confirm.cash import CashRelease, cash_release
 from guard.confirm.confirm import Outcome, confirm
 from guard.confirm.reconcile import reconcile
+from guard.errors import JournalError
 from guard.evaluate.engine import Decision, evaluate
 from guard.market.calendar import MarketCalendar
 from guard.record.journal import Journal
@@ -30,7 +32,7 @@ from guard.snapshot.fetch import Snapshot, read_cash, take_snapshot
 
 __all__ = ["SweepContext", "SweepReport", "run_sweep"]
 
-SweepResult = Literal["ok", "nothing_to_do", "dry_run", "blocked", "incomplete"]
+SweepResult = Literal["ok", "nothing_to_do", "dry_run", "blocked", "incomplete", "failed"]
 
 
 @dataclass
@@ -133,38 +135,86 @@ def _log_decisions(log: Any, decisions: list[Decision]) -> None:
                        price=str(o.price) if o.price is not None else o.price_word)
 
 
+class _JournalWatch:
+    """The sweep's one way to write the journal once anything may have been sent: a failure
+    is logged (``journal.write_failed``) and kept, and the sweep goes on proving and logging
+    what it already sent; it ends by raising the first failure (exit 5)."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+        self.error: JournalError | None = None
+
+    def failed(self, exc: JournalError, step: str) -> None:
+        self.log.error("journal.write_failed", step=step, error=str(exc))
+        if self.error is None:
+            self.error = exc
+
+    def write(self, step: str, fn: Callable[..., object], *args: Any) -> None:
+        if self.error is not None:
+            return  # the journal already failed: the log is the record from here on
+        try:
+            fn(*args)
+        except JournalError as exc:
+            self.failed(exc, step)
+
+
 async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
-    """Run one full sweep and record it. Raises ``ReauthRequired`` if the session is gone
-    (the intents already written are reconciled on the next start)."""
+    """Run one full sweep and record it.
+
+    Raises ``ReauthRequired`` if the session is gone (the intents already written are
+    reconciled on the next start), and ``JournalError`` if the journal cannot be written:
+    before anything was sent, nothing is sent; after, every cancel that went out is still
+    confirmed and logged, then the error ends the sweep. One account's failures (its book,
+    its open intents, its cash) never stop another's sweep: that account is reported unread.
+    """
     t0 = time.monotonic()
     now = ctx.clock()
     rules = ctx.rules
     dry = ctx.dry_run
-    sweep_id = ctx.journal.start_sweep(ctx.wall(), trigger, now, dry)
-    log = ctx.log.bind(sweep_id=sweep_id, trigger=trigger)
+    log = ctx.log.bind(trigger=trigger)
+    try:
+        sweep_id = ctx.journal.start_sweep(ctx.wall(), trigger, now, dry)
+    except JournalError as exc:
+        log.error("journal.write_failed", step="start_sweep", error=str(exc))
+        raise
+    log = log.bind(sweep_id=sweep_id)
     log.info("sweep.started", market_time=now.isoformat(timespec="seconds"), dry_run=dry,
              accounts=list(rules.accounts))
+    watch = _JournalWatch(log)
+    try:
+        await ctx.broker.ensure_session()
+        deferred: frozenset[tuple[str, str]] = frozenset()
+        unread_at_reconcile: tuple[tuple[str, str], ...] = ()
+        if ctx.owns_state and ctx.journal.open_intents():
+            # Intents of a sweep still running in this process are not orphans: skip them.
+            reconciled = await reconcile(
+                ctx.broker, ctx.journal, wall=ctx.wall, log=log,
+                timeout=rules.limits.confirm_timeout, exclude=set(ctx.in_flight),
+                on_the_wire=timedelta(seconds=ctx.broker.config.timeout_ms / 1000 + 5))
+            deferred = reconciled.deferred
+            unread_at_reconcile = reconciled.unread
+        # The exchange's date, whatever zone the clock answers in (``--at ...Z`` is UTC).
+        day = now.astimezone(EXCHANGE_TZ).date()
+        snapshot = await take_snapshot(ctx.broker, rules.accounts, day, ctx.clock, log)
+        if unread_at_reconcile:
+            snapshot = _leave_out(snapshot, unread_at_reconcile)
+        assert ctx.boards is not None
+        boards = await ctx.boards.for_day(day, rules.boards, log)
+        orders = [o for book in snapshot.books for o in book.orders]
+        decisions = evaluate(orders, rules, now, ctx.calendar, boards)
+        _log_decisions(log, decisions)
 
-    await ctx.broker.ensure_session()
-    deferred: frozenset[tuple[str, str]] = frozenset()
-    if ctx.owns_state and ctx.journal.open_intents():
-        # Intents of a sweep still running in this process are not orphans: skip them.
-        reconciled = await reconcile(
-            ctx.broker, ctx.journal, wall=ctx.wall, log=log,
-            timeout=rules.limits.confirm_timeout, exclude=set(ctx.in_flight),
-            on_the_wire=timedelta(seconds=ctx.broker.config.timeout_ms / 1000 + 5))
-        deferred = reconciled.deferred
-    # The exchange's date, whatever zone the clock answers in (``--at ...Z`` is UTC).
-    day = now.astimezone(EXCHANGE_TZ).date()
-    snapshot = await take_snapshot(ctx.broker, rules.accounts, day, ctx.clock, log)
-    assert ctx.boards is not None
-    boards = await ctx.boards.for_day(day, rules.boards, log)
-    orders = [o for book in snapshot.books for o in book.orders]
-    decisions = evaluate(orders, rules, now, ctx.calendar, boards)
-    _log_decisions(log, decisions)
-
-    plan = plan_cancels(decisions, max_cancels=rules.limits.max_cancels_per_sweep,
-                        dry_run=dry, paused=ctx.paused, in_flight=ctx.in_flight | deferred)
+        plan = plan_cancels(decisions, max_cancels=rules.limits.max_cancels_per_sweep,
+                            dry_run=dry, paused=ctx.paused, in_flight=ctx.in_flight | deferred)
+        # Record before you act: the decisions are journaled before any DELETE can leave.
+        ctx.journal.decisions(sweep_id, _decision_rows(decisions, plan))
+    except JournalError as exc:
+        watch.failed(exc, "before_send")
+        _finish_aborted(ctx, sweep_id, log, exc)
+        raise
+    except Exception as exc:
+        _finish_aborted(ctx, sweep_id, log, exc)
+        raise
     # Claim the targets at once, with no await between planning and claiming: a sweep that
     # overlaps this one (a poll beside a fixed-time sweep) must see them as in flight, or
     # both would send a cancel for the same order.
@@ -172,24 +222,45 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
     ctx.in_flight.update(claimed)
     try:
         return await _act(ctx, trigger, log, t0, now, sweep_id, dry, snapshot, decisions, plan,
-                          deferred)
+                          deferred, watch)
     except Exception as exc:
         # send_plan returns or raises only once every request it started has been answered,
         # so nothing of this sweep is on the wire: its open intents need no waiting (see
         # reconcile). A cancelled task or a killed process writes no such row.
-        ctx.journal.finish_sweep(sweep_id, ctx.wall(), "aborted",
-                                 {"error": type(exc).__name__, "requests_on_the_wire": 0})
+        _finish_aborted(ctx, sweep_id, log, exc)
         raise
     finally:
         ctx.in_flight.difference_update(claimed)
 
 
+def _leave_out(snapshot: Snapshot, unread: tuple[tuple[str, str], ...]) -> Snapshot:
+    """The snapshot without the accounts whose open intents could not be reconciled: an
+    order of such an account may have a dead process's cancel on the wire, so nothing of it
+    is decided in this sweep."""
+    gone = {a for a, _ in unread}
+    failures = dict(snapshot.failures)
+    for account, why in unread:
+        failures.setdefault(account, why)
+    return Snapshot(tuple(b for b in snapshot.books if b.account not in gone),
+                    tuple(sorted(failures.items())))
+
+
+def _finish_aborted(ctx: SweepContext, sweep_id: int, log: Any, exc: BaseException) -> None:
+    """Journal that the sweep ended early, if the journal still takes writes (a failing
+    journal must not replace the error that ended the sweep with its own)."""
+    try:
+        ctx.journal.finish_sweep(sweep_id, ctx.wall(), "aborted",
+                                 {"error": type(exc).__name__, "requests_on_the_wire": 0})
+    except JournalError as again:
+        log.error("journal.write_failed", step="finish_sweep", error=str(again))
+
+
 async def _act(ctx: SweepContext, trigger: str, log: Any, t0: float, now: datetime,
                sweep_id: int, dry: bool, snapshot: Snapshot, decisions: list[Decision],
-               plan: CancelPlan, deferred: frozenset[tuple[str, str]]) -> SweepReport:
+               plan: CancelPlan, deferred: frozenset[tuple[str, str]],
+               watch: _JournalWatch) -> SweepReport:
     """Send, confirm, release and record what ``plan`` says; the report of the sweep."""
     rules = ctx.rules
-    ctx.journal.decisions(sweep_id, _decision_rows(decisions, plan))
     if plan.tripped:
         by_rule = Counter(r for t in plan.targets for r in t.rules)
         log.error("breaker.tripped", matches=len(plan.targets),
@@ -204,15 +275,22 @@ async def _act(ctx: SweepContext, trigger: str, log: Any, t0: float, now: dateti
         accounts = sorted({t.order.account for t in plan.targets})
         before = await read_cash(ctx.broker, accounts, log)
         t_send = time.monotonic()
-        sent = await send_plan(plan, broker=ctx.broker, journal=ctx.journal,
-                               sweep_id=sweep_id, clock=ctx.wall, log=log)
+        try:
+            sent = await send_plan(plan, broker=ctx.broker, journal=ctx.journal,
+                                   sweep_id=sweep_id, clock=ctx.wall, log=log,
+                                   proof_timeout=rules.limits.confirm_timeout.total_seconds())
+        except SendAborted as aborted:
+            if not isinstance(aborted.cause, JournalError):
+                raise aborted.cause from None
+            watch.failed(aborted.cause, "send")
+            sent = aborted.results  # went out before the journal failed: still confirmed
         outcomes = await confirm(sent, broker=ctx.broker, log=log, sent_at=t_send,
                                  timeout=rules.limits.confirm_timeout)
         for outcome in outcomes:
             order = outcome.sent.target.order
-            ctx.journal.outcome(outcome.sent.intent_id, ctx.wall(), order.account,
-                                order.order_id, outcome.kind, outcome.cancelled_qty,
-                                outcome.final_status, outcome.detail)
+            watch.write("outcome", ctx.journal.outcome, outcome.sent.intent_id, ctx.wall(),
+                        order.account, order.order_id, outcome.kind, outcome.cancelled_qty,
+                        outcome.final_status, outcome.detail)
         after = await read_cash(ctx.broker, accounts, log)
         for account in accounts:
             if account in before and account in after:
@@ -225,7 +303,9 @@ async def _act(ctx: SweepContext, trigger: str, log: Any, t0: float, now: dateti
                       expected=str(release.expected), mismatch=release.mismatch)
 
     result: SweepResult
-    if plan.tripped:
+    if watch.error is not None:
+        result = "failed"
+    elif plan.tripped:
         result = "blocked"
     elif plan.blocked == "dry run":
         result = "dry_run"
@@ -247,7 +327,10 @@ async def _act(ctx: SweepContext, trigger: str, log: Any, t0: float, now: dateti
     summary = {**report.counts(), "duration_s": round(report.duration_s, 3),
                "unread_accounts": [a for a, _ in snapshot.failures],
                "deferred": len(deferred)}
-    ctx.journal.finish_sweep(sweep_id, ctx.wall(), result, summary)
+    watch.write("finish_sweep", ctx.journal.finish_sweep, sweep_id, ctx.wall(), result, summary)
     finished = log.info if report.complete else log.error
+    if watch.error is not None:
+        finished("sweep.finished", result=result, journal_error=str(watch.error), **summary)
+        raise watch.error
     finished("sweep.finished", result=result, **summary)
     return report

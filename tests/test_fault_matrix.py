@@ -231,7 +231,10 @@ def refused_at_start(w: World) -> None:
     asyncio.run(scenario())
     with w.guard.journal() as j:  # the failed sweep decided nothing
         assert j.query("SELECT DISTINCT sweep_id FROM decisions") == [(2,)]
-        assert j.query("SELECT COUNT(*) FROM sweep_results WHERE sweep_id = 1") == [(0,)]
+        # ... and its row says how it ended: aborted, with the error's kind.
+        [(result, summary)] = j.query(
+            "SELECT result, summary FROM sweep_results WHERE sweep_id = 1")
+        assert result == "aborted" and "BrokerCallError" in summary
 
 
 def down_before_confirm(w: World) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from guard.act.plan import plan_cancels
-from guard.act.send import send_plan
+from guard.act.send import SendAborted, send_plan
 from guard.broker.adapter import BrokerCallError, CancelReply
 from guard.clock import EXCHANGE_TZ
 from guard.errors import ReauthRequired
@@ -92,7 +92,7 @@ def run(tmp_path: Path, behaviour: dict[str, str], accounts: Sequence[str],
 
     try:
         result: Any = asyncio.run(go())
-    except ReauthRequired as exc:
+    except SendAborted as exc:
         result = exc
     return adapter, journal, result
 
@@ -110,7 +110,9 @@ def test_intents_are_journaled_before_the_cancel_is_sent(tmp_path: Path) -> None
 def test_a_fatal_batch_fails_the_send_only_after_the_others_finish(tmp_path: Path) -> None:
     adapter, journal, result = run(tmp_path, {"A": "fatal", "B": "slow"}, ["A", "B", "C"])
     try:
-        assert isinstance(result, ReauthRequired)
+        assert isinstance(result, SendAborted) and isinstance(result.cause, ReauthRequired)
+        # B's cancels went out before the send stopped: they are handed back for confirmation.
+        assert sorted({r.target.order.account for r in result.results}) == ["B"]
         assert adapter.finished == ["B"]  # B, already on the wire, was seen through
         accounts = [a for (a,) in journal.query("SELECT DISTINCT account FROM intents")]
         assert sorted(accounts) == ["A", "B"]  # C never started: no intent, nothing sent

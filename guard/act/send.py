@@ -6,8 +6,20 @@ whole, what happens depends on what the failure proves:
 - ``refused`` (the broker validated and rejected the batch): nothing was applied, so each item
   is sent again as a single cancel;
 - ``rate_limited`` (429): wait ``Retry-After``, re-read the book, resend only what is still open;
-- ``ambiguous`` (5xx, timeout, dropped connection) or ``unavailable``: the batch may or may not
-  have been applied, so re-read the book and resend only the items still open and not WC.
+- ``ambiguous`` (5xx, timeout, dropped connection): the batch may or may not have been
+  applied, so re-read the book and resend only the items a fresh read shows open and not WC;
+- ``unavailable`` with nothing sent (connection refused): resend after a short wait.
+
+A cancel is sent again only on proof: a fresh, successful read of the book in this sweep that
+shows the order open and not WC. While the book cannot be read the sender waits and re-reads,
+up to ``proof_timeout``; if no read succeeds by then, the items are settled ``unknown`` (the
+request may have been applied) and confirmation decides, from the book, what happened.
+
+Record before you act: a batch's intents are committed to the journal before its DELETE
+leaves. After a DELETE leaves, ``cancel.sent`` (or ``cancel.refused``) is logged before any
+further journal write, so a journal that fails mid-batch still leaves a record of what went
+out. A journal failure stops every batch not yet started; ``SendAborted`` carries the results
+of the ones that were sent, for the sweep to confirm.
 """
 
 from __future__ import annotations
@@ -22,12 +34,15 @@ from typing import Any, Literal
 
 from guard.act.plan import CancelPlan, CancelTarget
 from guard.broker.adapter import Broker, BrokerCallError, CancelReply
-from guard.errors import BrokerReplyError
+from guard.errors import BrokerReplyError, GuardError, JournalError
 from guard.record.journal import Journal
+from guard.snapshot.model import BookOrder
 
-__all__ = ["SendResult", "send_plan"]
+__all__ = ["SendAborted", "SendResult", "send_plan"]
 
-SendStatus = Literal["accepted", "refused", "not_sent"]
+# ``unknown``: a request that may have been applied, with no read of the book to prove either
+# way before ``proof_timeout``; never resent, and confirmation asks the book.
+SendStatus = Literal["accepted", "refused", "not_sent", "unknown"]
 TERMINAL = frozenset({"FF", "CL", "RJ", "EX", "FFPC"})
 AMBIGUOUS_GRACE_S = 0.5  # let a request the server is still applying land before re-reading
 
@@ -44,14 +59,26 @@ class SendResult:
     detail: str
 
 
-class _Batch:
-    """The mutable state of one batch while it is being sent."""
+class SendAborted(GuardError):
+    """Sending stopped early (the journal failed, or the session is gone). ``results`` holds
+    one ``SendResult`` per cancel that did go out, so the sweep can still confirm them."""
 
-    def __init__(self, targets: tuple[CancelTarget, ...], intent_ids: list[int], key: str) -> None:
+    def __init__(self, cause: Exception, results: list[SendResult]) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.results = results
+
+
+class _Batch:
+    """The mutable state of one batch while it is being sent. ``results`` is shared by the
+    whole plan, so what was settled survives an exception in any batch."""
+
+    def __init__(self, targets: tuple[CancelTarget, ...], intent_ids: list[int], key: str,
+                 results: list[SendResult]) -> None:
         self.key = key
         self.pending: list[CancelTarget] = list(targets)
         self.intent = {t.key: i for t, i in zip(targets, intent_ids, strict=True)}
-        self.results: list[SendResult] = []
+        self.results = results
         self.single = len(targets) == 1
         self.last_error = ""
 
@@ -69,33 +96,37 @@ async def send_plan(
     log: Any,
     concurrency: int = 4,
     max_attempts: int = 5,
+    proof_timeout: float = 30.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> list[SendResult]:
     """Send every batch of ``plan``; returns one ``SendResult`` per target.
 
-    A batch that fails beyond retrying (``ReauthRequired``: the session is gone) fails the
-    whole send, but only once every batch already started has finished: a batch left
-    running after the sweep gave up would send cancels nobody records, and its intents could
-    be reconciled as orphans while still on the wire. Batches not yet started do not start.
+    A batch that fails beyond retrying (``ReauthRequired``: the session is gone; a
+    ``JournalError``: nothing more can be recorded) stops the whole send, but only once every
+    batch already started has finished: a batch left running after the sweep gave up would
+    send cancels nobody records, and its intents could be reconciled as orphans while still
+    on the wire. Batches not yet started do not start. ``SendAborted`` then carries the
+    results of every cancel that went out.
     """
     gate = asyncio.Semaphore(concurrency)
     failures: list[Exception] = []
+    results: list[SendResult] = []
 
-    async def one(targets: tuple[CancelTarget, ...]) -> list[SendResult]:
+    async def one(targets: tuple[CancelTarget, ...]) -> None:
         async with gate:
             if failures:
-                return []  # no intent written, nothing sent
+                return  # no intent written, nothing sent
             try:
-                return await _send_batch(targets, broker, journal, sweep_id, clock, log,
-                                         max_attempts, sleep)
+                await _send_batch(targets, broker, journal, sweep_id, clock, log,
+                                  max_attempts, sleep, results, proof_timeout, monotonic)
             except Exception as exc:
                 failures.append(exc)
-                raise
 
-    groups = await asyncio.gather(*(one(b) for b in plan.batches), return_exceptions=True)
+    await asyncio.gather(*(one(b) for b in plan.batches))
     if failures:
-        raise failures[0]
-    return [result for group in groups if isinstance(group, list) for result in group]
+        raise SendAborted(failures[0], results)
+    return results
 
 
 def _intent_rows(targets: Sequence[CancelTarget]) -> list[tuple[Any, ...]]:
@@ -116,12 +147,37 @@ async def _send_batch(
     log: Any,
     max_attempts: int,
     sleep: Callable[[float], Awaitable[None]],
-) -> list[SendResult]:
+    results: list[SendResult],
+    proof_timeout: float,
+    monotonic: Callable[[], float],
+) -> None:
     account = targets[0].order.account
     key = uuid.uuid4().hex[:16]
+    # Record before you act: a JournalError here means no DELETE for this batch.
     ids = journal.intents(sweep_id, clock(), key, _intent_rows(targets))
-    batch = _Batch(targets, ids, key)
+    batch = _Batch(targets, ids, key, results)
     blog = log.bind(account=account, request_key=key)
+    try:
+        await _retry(batch, broker, journal, sweep_id, clock, blog, max_attempts, sleep,
+                     proof_timeout, monotonic)
+    except JournalError:
+        # What went out is settled; what is still pending may have been applied by the
+        # last attempt: confirmation asks the book, nothing more is sent.
+        for target in list(batch.pending):
+            batch.pending.remove(target)
+            batch.settle(target, "unknown", "", "the journal failed while it was being sent")
+        raise
+
+
+async def _retry(batch: _Batch, broker: Broker, journal: Journal, sweep_id: int,
+                 clock: Callable[[], datetime], blog: Any, max_attempts: int,
+                 sleep: Callable[[float], Awaitable[None]], proof_timeout: float,
+                 monotonic: Callable[[], float]) -> None:
+    """Send the batch's pending items, up to ``max_attempts`` tries (see the module doc)."""
+    key = batch.key
+    maybe_applied = False
+    # Whether a failed attempt may have been applied: then only a fresh read proves an
+    # item still open. Until the first DELETE leaves, nothing can have been applied.
     for attempt in range(1, max_attempts + 1):
         if not batch.pending:
             break
@@ -129,23 +185,26 @@ async def _send_batch(
             await _attempt(batch, broker, journal, sweep_id, clock, blog)
         except BrokerCallError as exc:
             batch.last_error = str(exc)
+            blog.warning("cancel.retrying", kind=exc.kind, attempt=attempt,
+                         orders=len(batch.pending), error=str(exc))
             journal.request(sweep_id, clock(), key, "error",
                             [t.order.order_id for t in batch.pending],
                             {"kind": exc.kind, "code": exc.code, "status": exc.status})
-            blog.warning("cancel.retrying", kind=exc.kind, attempt=attempt,
-                         orders=len(batch.pending), error=str(exc))
             if exc.kind == "refused":
                 batch.single = True  # the batch was rejected whole: nothing applied
                 continue
             wait = exc.retry_after if exc.kind == "rate_limited" and exc.retry_after else (
                 AMBIGUOUS_GRACE_S * attempt)
             await sleep(wait)
-            await _keep_still_open(batch, broker, _day(batch), blog)
+            # A 429 or a refused connection proves nothing was applied; a timeout, a 5xx or
+            # a dropped connection does not, and from then on only a read is proof.
+            maybe_applied = maybe_applied or exc.kind == "ambiguous"
+            await _keep_still_open(batch, broker, _day(batch), blog,
+                                   proof_timeout if maybe_applied else None, sleep, monotonic)
     for target in batch.pending:
         batch.settle(target, "not_sent", "", batch.last_error or "gave up")
         blog.error("cancel.failed", order_id=target.order.order_id, reason="not sent",
                    error=batch.last_error)
-    return batch.results
 
 
 def _day(batch: _Batch) -> date:
@@ -172,11 +231,8 @@ async def _attempt(batch: _Batch, broker: Broker, journal: Journal, sweep_id: in
 def _record(batch: _Batch, targets: list[CancelTarget], replies: list[CancelReply],
             journal: Journal, sweep_id: int, clock: Callable[[], datetime], kind: str,
             log: Any, request_s: float) -> None:
-    journal.request(
-        sweep_id, clock(), batch.key, kind, [t.order.order_id for t in targets],
-        {"results": [{"order_id": r.order_id, "accepted": r.accepted, "status": r.status,
-                      "code": r.error_code} for r in replies]},
-    )
+    """Settle and log what the broker answered, then journal it: the log line comes first,
+    so a journal that fails here cannot hide a DELETE that went out."""
     for target, reply in zip(targets, replies, strict=True):
         batch.pending.remove(target)
         if reply.accepted:
@@ -188,21 +244,70 @@ def _record(batch: _Batch, targets: list[CancelTarget], replies: list[CancelRepl
             batch.settle(target, "refused", reply.error_code, reply.error_message)
             log.warning("cancel.refused", order_id=target.order.order_id,
                         code=reply.error_code, message=reply.error_message)
+    journal.request(
+        sweep_id, clock(), batch.key, kind, [t.order.order_id for t in targets],
+        {"results": [{"order_id": r.order_id, "accepted": r.accepted, "status": r.status,
+                      "code": r.error_code} for r in replies]},
+    )
 
 
-async def _keep_still_open(batch: _Batch, broker: Broker, day: date, log: Any) -> None:
-    """After a failure that may have been applied: keep pending only what is still open and
-    not WC in a fresh read of the book. A read that fails keeps everything pending."""
-    try:
-        book = await broker.orders(batch.pending[0].order.account, day)
-    except (BrokerCallError, BrokerReplyError) as exc:
-        log.warning("book.reread_failed", error=str(exc))
+async def _keep_still_open(batch: _Batch, broker: Broker, day: date, log: Any,
+                           proof_timeout: float | None,
+                           sleep: Callable[[float], Awaitable[None]],
+                           monotonic: Callable[[], float]) -> None:
+    """Before a resend: keep pending only what a fresh read of the book shows open and not
+    WC. WC or final means the request landed (or the order ended by itself): never resent.
+
+    With ``proof_timeout`` (an earlier request may have been applied), nothing is resent
+    without that proof: an order missing from the read, or a book that could not be read
+    before the timeout, is settled ``unknown`` and confirmation reads the book for its
+    outcome. Without it (every failure so far proved nothing was applied: a 429, a refused
+    connection), a failed read keeps everything pending."""
+    if proof_timeout is None:
+        try:
+            book = await broker.orders(batch.pending[0].order.account, day)
+        except (BrokerCallError, BrokerReplyError) as exc:
+            log.warning("book.reread_failed", error=str(exc))
+            return
+        _keep_open_in(batch, book, log, must_prove=False)
         return
+    deadline = monotonic() + proof_timeout
+    delay = 0.2
+    while True:
+        try:
+            book = await broker.orders(batch.pending[0].order.account, day)
+            break
+        except (BrokerCallError, BrokerReplyError) as exc:
+            left = deadline - monotonic()
+            log.warning("book.reread_failed", error=str(exc), retry_in_s=round(min(delay, left), 3)
+                        if left > 0 else None)
+            if left <= 0:
+                for target in list(batch.pending):
+                    batch.pending.remove(target)
+                    batch.settle(target, "unknown", "", "no read of the book proved the order "
+                                 "open after a request that may have been applied")
+                    log.warning("cancel.not_resent", order_id=target.order.order_id,
+                                reason="no proof the order is still open")
+                return
+            await sleep(min(delay, left))
+            delay = min(delay * 2, 2.0)
+    _keep_open_in(batch, book, log, must_prove=True)
+
+
+def _keep_open_in(batch: _Batch, book: Sequence[BookOrder], log: Any, *,
+                  must_prove: bool) -> None:
     by_id = {o.order_id: o for o in book}
     for target in list(batch.pending):
         now = by_id.get(target.order.order_id)
         if now is None:
-            continue  # not in this read: keep it, the confirm step will look again
+            if not must_prove:
+                continue  # nothing was applied: it stays pending
+            batch.pending.remove(target)
+            batch.settle(target, "unknown", "", "the order is missing from the book read after "
+                         "a request that may have been applied")
+            log.warning("cancel.not_resent", order_id=target.order.order_id,
+                        reason="order missing from the book")
+            continue
         if now.status == "WC" or now.status in TERMINAL or now.remaining == 0:
             batch.pending.remove(target)
             # WC: our request landed. Final: it landed and settled, or the order finished on

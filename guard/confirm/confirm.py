@@ -53,7 +53,8 @@ def classify(sent: SendResult, now: BookOrder | None) -> tuple[OutcomeKind, int,
         return None
     cancelled = max(0, now.cancelled - sent.target.order.cancelled)
     status = now.status
-    if sent.status == "accepted":
+    if sent.status in ("accepted", "unknown"):
+        # ``unknown``: a request that may have been applied; a final status is its outcome.
         if status == "CL":
             return "cancelled", cancelled, f"cancelled {cancelled}"
         if status == "FFPC":
@@ -62,6 +63,8 @@ def classify(sent: SendResult, now: BookOrder | None) -> tuple[OutcomeKind, int,
             return "filled_first", 0, "filled before the cancel took effect"
         if status in ("RJ", "EX"):
             return "already_done", 0, f"order ended as {status}"
+        if sent.status == "unknown" and status != "WC":
+            return "failed", 0, f"{sent.detail}; the book shows it still {status}"
         return None
     if status == "FF":
         return "already_done", 0, "refused: the order had filled"

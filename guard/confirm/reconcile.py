@@ -6,6 +6,10 @@ final status proves the outcome; an order still open means the cancel never land
 recorded as not applied and left for the rules to decide again. Nothing is sent here, so a
 crash can never cause a second cancel.
 
+An account whose book cannot be read is left for a later sweep: its intents stay open, its
+orders are ``deferred`` (not cancelled in this sweep), and it is reported ``unread`` by name.
+It never stops the reconciliation, or the sweep, of another account.
+
 Intents this process still has in flight (``exclude``) are not orphans: their sweep writes
 their outcome. Reconciling them too would give one intent two outcomes, and would call a
 cancel "never landed" while its request is still on the wire.
@@ -22,9 +26,10 @@ from typing import Any
 
 from guard.act.plan import CancelTarget
 from guard.act.send import TERMINAL, SendResult
-from guard.broker.adapter import Broker
+from guard.broker.adapter import Broker, BrokerCallError
 from guard.clock import EXCHANGE_TZ
 from guard.confirm.confirm import Outcome, confirm
+from guard.errors import BrokerReplyError
 from guard.record.journal import Journal, OpenIntent
 from guard.snapshot.model import BookOrder
 
@@ -51,11 +56,13 @@ def _placeholder(intent: OpenIntent) -> BookOrder:
 
 @dataclass(frozen=True)
 class Reconciled:
-    """The outcomes written, and the orders left open because a dead process's cancel for
-    them may still be on the wire (the caller must not cancel them in this sweep)."""
+    """The outcomes written; the orders left open because a dead process's cancel for them
+    may still be on the wire, or their book could not be read (the caller must not cancel
+    them in this sweep); and the accounts whose book could not be read, with why."""
 
     outcomes: list[Outcome]
     deferred: frozenset[tuple[str, str]]
+    unread: tuple[tuple[str, str], ...] = ()
 
 
 async def reconcile(broker: Broker, journal: Journal, *, wall: Callable[[], datetime],
@@ -82,15 +89,24 @@ async def reconcile(broker: Broker, journal: Journal, *, wall: Callable[[], date
         target = CancelTarget(_placeholder(intent), ("reconcile",), "open intent after a restart")
         pending.append(SendResult(target, intent.intent_id, "accepted", "", "reconciled"))
     books: dict[tuple[str, date], dict[str, BookOrder]] = {}
+    unread: dict[str, str] = {}
     for account, day in sorted({(i.account, _book_day(i).date()) for i in intents}):
-        books[account, day] = {o.order_id: o for o in await broker.orders(account, day)}
+        try:
+            books[account, day] = {o.order_id: o for o in await broker.orders(account, day)}
+        except (BrokerCallError, BrokerReplyError) as exc:
+            log.error("journal.reconcile_unread", account=account, error=str(exc))
+            unread.setdefault(account, f"open intents not reconciled: {exc}")
     outcomes: list[Outcome] = []
     watch = []
     deferred: set[tuple[str, str]] = set()
     checked_at = wall()
     for sent in pending:
         order = sent.target.order
-        now = books[order.account, order.input_time.date()].get(order.order_id)
+        book = books.get((order.account, order.input_time.date()))
+        if book is None:
+            deferred.add(sent.target.key)  # unread: decide on a later sweep
+            continue
+        now = book.get(order.order_id)
         if now is not None and now.status != "WC" and now.status not in TERMINAL:
             intent = by_id[sent.intent_id]
             if (not intent.sweep_closed
@@ -110,5 +126,5 @@ async def reconcile(broker: Broker, journal: Journal, *, wall: Callable[[], date
                         outcome.cancelled_qty, outcome.final_status,
                         f"reconciled: {outcome.detail}")
     log.info("journal.reconciled", outcomes=dict(Counter(o.kind for o in outcomes)),
-             deferred=len(deferred))
-    return Reconciled(outcomes, frozenset(deferred))
+             deferred=len(deferred), unread_accounts=sorted(unread))
+    return Reconciled(outcomes, frozenset(deferred), tuple(sorted(unread.items())))
