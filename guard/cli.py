@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import threading
@@ -13,14 +14,60 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from guard import __version__
 from guard.clock import EXCHANGE_TZ, Clock
-from guard.errors import ConfigError, GuardError
+from guard.errors import ConfigError, GuardError, ReauthRequired, StateError
+from guard.record.redact import Redactor
+
+if TYPE_CHECKING:
+    from guard.sweep import SweepReport
 
 __all__ = ["main"]
 
 Command = Callable[[argparse.Namespace], int]
+
+EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: not a user's mistake, a bug in ssi-guard
+ONCE_FLUSH_S = 10.0  # run --once / check: how long alerts raised by the sweep get to go out
+CELL_MAX = 120  # characters of one table cell
+LINE_MAX = 500  # characters of one error line
+
+
+def _safe(value: object, limit: int = CELL_MAX) -> str:
+    """Text that may come from a broker reply or the journal, fit for a terminal: control and
+    format characters (escape sequences, newlines, bidi overrides) shown as ``?``, secrets
+    masked by the log pipeline's redactor, and cut to ``limit`` characters. In that order:
+    what is masked is exactly what is shown, and a cut never halves a secret into view."""
+    text = "".join(c if c.isprintable() else "?" for c in str(value))
+    text = Redactor().scrub(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _say(message: str) -> None:
+    """One line on stderr, for a person (the log has the structured event)."""
+    print(_safe(message, LINE_MAX), file=sys.stderr, flush=True)
+
+
+def _port(text: str) -> int:
+    """A TCP port for argparse: 0 (pick a free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0 picks a free one)")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def _instant(text: str) -> datetime:
@@ -46,9 +93,20 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     sim = Simulator(clock=clock, accounts=DEMO_ACCOUNTS, rate_limit=args.rate_limit)
     if args.scenario:
         SCENARIOS[args.scenario](sim)
-    url = sim.start(port=args.port)
+    try:
+        url = sim.start(port=args.port)
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        _say(f"ssi-guard simulator: cannot listen on 127.0.0.1:{args.port}: {why}")
+        return 1
     if args.env_file:
-        sim.write_env_file(Path(args.env_file))
+        try:
+            sim.write_env_file(Path(args.env_file))
+        except OSError as exc:
+            sim.stop()
+            _say(f"ssi-guard simulator: cannot write --env-file {args.env_file}: "
+                 f"{exc.strerror or exc}")
+            return 1
     print(f"SSI FastConnect simulator listening on {url}", flush=True)
     if args.env_file:
         print(f"client settings written to {args.env_file} (mode 0600)", flush=True)
@@ -80,8 +138,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain fixed-width table: readable in a terminal and in journalctl."""
-    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    """A plain fixed-width table: readable in a terminal and in journalctl. Every cell goes
+    through ``_safe``: order ids, symbols and outcome details come from broker replies."""
+    cells = [[_safe(c) for c in headers]] + [["" if c is None else _safe(c) for c in r]
+                                            for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
              for row in cells]
@@ -102,14 +162,51 @@ def _setup_logging(args: argparse.Namespace) -> None:
                       fmt=getattr(args, "log_format", "auto"))
 
 
-def cmd_run_once(args: argparse.Namespace) -> int:
-    from guard.runtime import open_guard
+async def _sweep_once(args: argparse.Namespace, trigger: str, *, dry: bool,
+                      lock: bool) -> SweepReport:
+    """One sweep (``run --once``, ``check``) inside the daemon's alert path.
+
+    The same log events alert as under the daemon (a breaker trip, an unconfirmed cancel, an
+    incomplete sweep, no holiday data, a lost session), and the process waits up to
+    ``ONCE_FLUSH_S`` for them to be delivered before it exits: a cron job that trips the
+    breaker says so on the webhook. Delivery never changes the exit status.
+    """
+    import structlog
+
+    from guard.ops import alerting
+    from guard.runtime import check_holiday_data, open_guard
     from guard.sweep import run_sweep
 
+    log = structlog.get_logger("guard")
+    async with open_guard(args.rules, force_dry_run=dry, clock=_market_clock(args.at),
+                          lock=lock, log=log) as ctx:
+        alerts = ctx.rules.alerts
+        async with alerting(alerts.webhook if alerts else None,
+                            alerts.format if alerts else "generic",
+                            has_holiday_data=ctx.calendar.has_holiday_data,
+                            flush_s=ONCE_FLUSH_S):
+            year = check_holiday_data(ctx.calendar, ctx.clock(), log)
+            if year is not None:
+                _say(f"ssi-guard: no exchange holiday list for {year}: every weekday counts "
+                     "as a trading day; add the year's holidays to rules.yaml `holidays:`")
+            try:
+                return await run_sweep(ctx, trigger)
+            except ReauthRequired as exc:
+                log.error("auth.reauth_required", reason=str(exc),
+                          action="run `ssi-guard login` on the host")
+                raise
+            except GuardError as exc:
+                log.error("sweep.failed", job=trigger, error=str(exc))
+                raise
+            except Exception as exc:
+                log.error("sweep.crashed", job=trigger, error=type(exc).__name__,
+                          exc_info=exc)
+                raise
+
+
+def cmd_run_once(args: argparse.Namespace) -> int:
     async def go() -> int:
-        async with open_guard(args.rules, force_dry_run=args.dry_run,
-                              clock=_market_clock(args.at)) as ctx:
-            report = await run_sweep(ctx, "once")
+        report = await _sweep_once(args, "once", dry=args.dry_run, lock=True)
         counts = report.counts()
         print(f"sweep {report.sweep_id}: {report.result}; "
               + ", ".join(f"{k}={v}" for k, v in counts.items() if v), file=sys.stderr)
@@ -120,13 +217,8 @@ def cmd_run_once(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from guard.runtime import open_guard
-    from guard.sweep import run_sweep
-
     async def go() -> int:
-        async with open_guard(args.rules, force_dry_run=True, clock=_market_clock(args.at),
-                              lock=False) as ctx:
-            report = await run_sweep(ctx, "check")
+        report = await _sweep_once(args, "check", dry=True, lock=False)
         targets = {t.key for t in report.plan.targets}
         rows = []
         for d in report.decisions:
@@ -141,9 +233,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(_table(("account", "order", "symbol", "board", "side", "status", "left",
                       "verdict", "rule", "reason / held because"), rows))
         for account, why in report.unread_accounts:
-            print(f"account {account}: NOT READ: {why}")
+            print(f"account {_safe(account)}: NOT READ: {_safe(why, LINE_MAX)}")
         if report.plan.tripped:
-            print(f"circuit breaker: {report.plan.blocked}")
+            print(f"circuit breaker: {_safe(report.plan.blocked, LINE_MAX)}")
         return 0 if not report.unread_accounts else 6
 
     _setup_logging(args)
@@ -284,10 +376,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         headline = f"ssi-guard is healthy (pid {pid})"
     else:
         headline = f"ssi-guard is {state.upper()} (pid {pid})" + (f": {reason}" if reason else "")
-    print(headline)
+    # status.json is the daemon's, but its reason may quote a broker's error: print it safe.
+    print(_safe(headline, LINE_MAX))
 
     def row(label: str, value: str) -> None:
-        print(f"  {label:<14} {value}".rstrip())
+        print(f"  {label:<14} {_safe(value, LINE_MAX)}".rstrip())
 
     row("state", state + (f" ({reason})" if reason else ""))
     last = raw.get("last_sweep_at")
@@ -319,15 +412,29 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from guard.demo import run_demo
 
-    return run_demo(Path(args.rules), sys.stdout,
-                    Path(args.state_dir) if args.state_dir else None)
+    state_dir = Path(args.state_dir) if args.state_dir else None
+    if state_dir is not None:
+        try:
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"--state-dir {state_dir} is unusable: {exc.strerror or exc}"
+                             ) from None
+    return run_demo(Path(args.rules), sys.stdout, state_dir)
 
 
 # ---- parser -----------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit 1 (a configuration error): argparse's
+    own exit 2 is the documented code for a credentials problem."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ssi-guard",
         description="Risk guard for SSI FastConnect: cancels stale orders by YAML rules.",
     )
@@ -340,11 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulator", help="run the SSI FastConnect-compatible simulator")
-    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 picks a free one)")
+    p.add_argument("--port", type=_port, default=0,
+                   help="port on 127.0.0.1 (0 picks a free one)")
     p.add_argument("--scenario", choices=["demo"], help="seed a realistic order book")
     p.add_argument("--env-file", help="write SSI_* client settings here (mode 0600)")
     p.add_argument("--at", type=_instant, help="freeze the market clock at this instant")
-    p.add_argument("--rate-limit", type=int, default=10, help="requests per second per API key")
+    p.add_argument("--rate-limit", type=_positive, default=10,
+                   help="requests per second per API key")
     p.set_defaults(func=cmd_simulator)
 
     p = sub.add_parser("run", help="run the guard (use --once for a single sweep)")
@@ -355,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --once: evaluate as of this instant. Without --once (rehearsals "
                         "only): the daemon's market clock starts at this instant and runs in "
                         "real time")
-    p.add_argument("--metrics-port", type=int, default=None,
+    p.add_argument("--metrics-port", type=_port, default=None,
                    help="serve /metrics and /healthz on 127.0.0.1:PORT (0 picks one)")
     p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     p.add_argument("--log-level", default="INFO")
@@ -387,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every way it can end is an exit status and at most one line per
+    problem on stderr, never a traceback (see the README's "Errors")."""
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Command = args.func
@@ -394,13 +505,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except ConfigError as exc:
         for line in exc.messages:
-            print(line, file=sys.stderr)
+            _say(line)
         return exc.exit_code
     except GuardError as exc:
-        print(f"ssi-guard: {exc}", file=sys.stderr)
+        _say(f"ssi-guard: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Output piped into `head`: not an error; keep the interpreter's flush quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except Exception as exc:
+        _crashed(exc)
+        return EXIT_INTERNAL
+
+
+def _crashed(exc: BaseException) -> None:
+    """A bug, not a user's mistake: one line on stderr; the traceback goes to the log (whose
+    redactor masks secrets) when this command set the log up."""
+    import structlog
+
+    if structlog.is_configured():
+        structlog.get_logger("guard").error("cli.crashed", error=type(exc).__name__,
+                                            exc_info=exc)
+    detail = str(exc)
+    _say(f"ssi-guard: internal error ({type(exc).__name__}"
+         + (f": {detail}" if detail else "") + "); please report it with the log")
 
 
 if __name__ == "__main__":

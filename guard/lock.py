@@ -7,6 +7,7 @@ dies, so a crash never leaves a stale lock behind.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -14,6 +15,13 @@ from pathlib import Path
 from guard.errors import StateError
 
 __all__ = ["StateLock"]
+
+
+def _why(exc: OSError) -> str:
+    """``No space left on device (ENOSPC)``: the words and the name an operator can search."""
+    name = errno.errorcode.get(exc.errno or 0, "")
+    words = exc.strerror or type(exc).__name__
+    return f"{words} ({name})" if name else words
 
 
 class StateLock:
@@ -28,15 +36,32 @@ class StateLock:
             )
 
     def try_acquire(self) -> bool:
-        """Take the lock if it is free; False if another guard holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        """Take the lock if it is free; False if another guard holds it.
+
+        A lock file that cannot be opened or written (a full, read-only or foreign-owned
+        state directory) is a ``StateError``: a guard that cannot write its state directory
+        cannot journal a cancel either, so it must not start."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot open the lock file {self.path}: {_why(exc)}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        except OSError as exc:  # ENOLCK: a file system without locks (some NFS mounts)
+            os.close(fd)
+            raise StateError(f"cannot lock {self.path}: {_why(exc)}") from None
+        try:
+            os.ftruncate(fd, 0)
+            pid = str(os.getpid()).encode()
+            if os.write(fd, pid) != len(pid):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as exc:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise StateError(f"cannot write the lock file {self.path}: {_why(exc)}") from None
         self._fd = fd
         return True
 

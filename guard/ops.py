@@ -1,28 +1,42 @@
-"""Operating unattended: alerts, metrics and the health endpoint, wired around a daemon.
+"""Operating unattended: alerts, metrics and the health endpoint.
 
 Both alerts and metrics observe the guard's log events (structlog processors), so they report
-exactly what the log says, and the sweep code knows nothing about them.
+exactly what the log says, and the sweep code knows nothing about them. ``alerting`` is the
+one alert path: the daemon enters it through ``operations``, ``run --once`` and ``check``
+enter it directly, so a breaker trip alerts the same way whoever swept.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
+from guard.errors import ConfigError
 from guard.ops_http import OpsServer
-from guard.record.alerts import Alerter, AlertRules
+from guard.record.alerts import Alerter, AlertRules, Format
 from guard.record.log import add_observers, remove_observers
 from guard.record.metrics import Metrics
 
 if TYPE_CHECKING:
-    from guard.daemon import Daemon
+    from guard.health import Health
+    from guard.schedule.scheduler import SchedulerDriver
+    from guard.sweep import SweepContext
 
-__all__ = ["Ops", "operations"]
+__all__ = ["Ops", "alerting", "operations"]
+
+
+class Guarded(Protocol):
+    """What ``operations`` reads of a daemon (not the class itself: no import cycle)."""
+
+    ctx: SweepContext
+    health: Health
+    driver: SchedulerDriver | None
 
 
 @dataclass
@@ -32,48 +46,98 @@ class Ops:
     server: OpsServer | None
 
 
-def _has_holiday_data(daemon: Daemon) -> Callable[[int], bool]:
+@asynccontextmanager
+async def alerting(webhook: str | None, fmt: Format = "generic", *,
+                   has_holiday_data: Callable[[int], bool] | None = None,
+                   timeout_s: float = 5.0, retries: int = 3, backoff_s: float = 0.5,
+                   remind_every_s: float = 3600.0, remind_tick_s: float = 30.0,
+                   clock: Callable[[], float] = time.time,
+                   flush_s: float = 2.0) -> AsyncIterator[Alerter]:
+    """Turn the log events raised inside the block into webhook alerts (``AlertRules`` +
+    ``Alerter``), and on the way out give what is queued or on the wire ``flush_s`` to go out.
+
+    Delivery can never change the outcome of the block: a webhook that hangs, fails or
+    cannot even be reached is logged (``alert.delivery_failed``, ``alert.undelivered``) and
+    nothing is raised from here. ``has_holiday_data(year)`` lets a reload that adds the
+    missing year resolve ``no_holiday_data``.
+    """
+    alerter = Alerter(webhook, fmt, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s,
+                      remind_every_s=remind_every_s, remind_tick_s=remind_tick_s, clock=clock)
+    rules = AlertRules(alerter, has_holiday_data)
+    add_observers(rules)
+    await alerter.start()
+    try:
+        yield alerter
+    finally:
+        try:
+            await alerter.stop(flush_s)
+        except Exception as exc:  # a delivery task that died: said in the log, never raised
+            structlog.get_logger("guard.alerts").error("alert.stop_failed",
+                                                       error=type(exc).__name__)
+        remove_observers(rules)
+
+
+def _has_holiday_data(guarded: Guarded) -> Callable[[int], bool]:
     """Whether ``year`` has holidays now: shipped data, or the operator listed some in
-    rules.yaml ``holidays:`` (what the ``calendar.no_holiday_data`` warning asks for)."""
+    rules.yaml ``holidays:`` (what the ``calendar.no_holiday_data`` warning asks for). Read
+    through ``guarded.ctx`` each time, so a reload that adds them counts."""
     def check(year: int) -> bool:
-        ctx = daemon.ctx
+        ctx = guarded.ctx
         return ctx.calendar.has_holiday_data(year) or any(
             d.year == year for d in ctx.rules.holidays)
     return check
 
 
+def _next_runs(guarded: Guarded) -> Mapping[str, datetime]:
+    return guarded.driver.next_fire_times() if guarded.driver is not None else {}
+
+
+async def _listen(server: OpsServer, port: int) -> int:
+    """Bind the metrics server, or a ``ConfigError`` naming the port (exit 1, one line)."""
+    try:
+        return await server.start(port)
+    except (OSError, OverflowError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}: {why}"
+                          ) from None
+
+
 @asynccontextmanager
-async def operations(daemon: Daemon, metrics_port: int | None, *,
+async def operations(daemon: Guarded, metrics_port: int | None, *,
                      alert_timeout_s: float = 5.0, alert_retries: int = 3,
                      alert_backoff_s: float = 0.5, remind_every_s: float = 3600.0,
                      remind_tick_s: float = 30.0, alert_clock: Callable[[], float] = time.time,
                      flush_s: float = 2.0) -> AsyncIterator[Ops]:
-    """Start alert delivery and (with a port; 0 picks one) the /metrics + /healthz server.
+    """Alert delivery (``alerting``), metrics, and (with a port; 0 picks one) the /metrics +
+    /healthz server, around a daemon.
 
     The webhook comes from rules.yaml ``alerts:`` as loaded at start (a reload does not move
-    it). On exit, alerts still queued get ``flush_s`` to go out.
+    it). On exit, alerts still queued get ``flush_s`` to go out. A port that cannot be bound
+    is a ``ConfigError``.
     """
     alerts = daemon.ctx.rules.alerts
-    alerter = Alerter(alerts.webhook if alerts else None, alerts.format if alerts else "generic",
-                      timeout_s=alert_timeout_s, retries=alert_retries,
-                      backoff_s=alert_backoff_s, remind_every_s=remind_every_s,
-                      remind_tick_s=remind_tick_s, clock=alert_clock)
     metrics = Metrics()
-    rules = AlertRules(alerter, _has_holiday_data(daemon))
-    add_observers(metrics, rules)
-    await alerter.start()
-    server: OpsServer | None = None
+    add_observers(metrics)
     try:
-        if metrics_port is not None:
-            server = OpsServer(
-                metrics, lambda: asdict(daemon.health),
-                lambda: daemon.driver.next_fire_times() if daemon.driver else {})
-            port = await server.start(metrics_port)
-            structlog.get_logger("guard").info("ops.listening", url=f"http://127.0.0.1:{port}",
-                                               paths=["/metrics", "/healthz"])
-        yield Ops(alerter, metrics, server)
+        async with alerting(alerts.webhook if alerts else None,
+                            alerts.format if alerts else "generic",
+                            has_holiday_data=_has_holiday_data(daemon),
+                            timeout_s=alert_timeout_s, retries=alert_retries,
+                            backoff_s=alert_backoff_s, remind_every_s=remind_every_s,
+                            remind_tick_s=remind_tick_s, clock=alert_clock,
+                            flush_s=flush_s) as alerter:
+            server: OpsServer | None = None
+            try:
+                if metrics_port is not None:
+                    server = OpsServer(metrics, lambda: asdict(daemon.health),
+                                       lambda: _next_runs(daemon))
+                    port = await _listen(server, metrics_port)
+                    structlog.get_logger("guard").info(
+                        "ops.listening", url=f"http://127.0.0.1:{port}",
+                        paths=["/metrics", "/healthz"])
+                yield Ops(alerter, metrics, server)
+            finally:
+                if server is not None:
+                    await server.stop()
     finally:
-        if server is not None:
-            await server.stop()
-        await alerter.stop(flush_s)
-        remove_observers(metrics, rules)
+        remove_observers(metrics)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,39 @@ import structlog
 
 from guard.broker.adapter import DEFAULT_RATE_LIMIT, Broker
 from guard.broker.tokens import TokenCache
-from guard.clock import Clock, system_clock
+from guard.clock import EXCHANGE_TZ, Clock, system_clock
 from guard.config.loader import load_rules
 from guard.lock import StateLock
+from guard.market.calendar import MarketCalendar
 from guard.market.holidays import build_calendar
 from guard.record.journal import Journal
 from guard.settings import load_credentials, resolve_state_dir
 from guard.sweep import SweepContext
 
-__all__ = ["open_guard"]
+__all__ = ["check_holiday_data", "open_guard"]
+
+NO_HOLIDAY_DATA_ACTION = "add this year's exchange holidays to rules.yaml `holidays:`"
+
+
+def check_holiday_data(calendar: MarketCalendar, instant: datetime, log: Any,
+                       warned: set[int] | None = None) -> int | None:
+    """The exchange year of ``instant`` if ``calendar`` has no holiday list for it, else None.
+
+    A year without a list treats every weekday as a trading day, so a holiday is swept like
+    any other day: each command that evaluates rules (the daemon, ``run --once``, ``check``)
+    says so through the same ``calendar.no_holiday_data`` event, which the alert rules turn
+    into the ``no_holiday_data`` alert. ``warned`` holds the years already reported, so a
+    daemon says it once per year, not every poll. The year is the exchange's: 23:30Z on
+    31 December is already the next year in Vietnam.
+    """
+    year = instant.astimezone(EXCHANGE_TZ).year
+    if calendar.has_holiday_data(year):
+        return None
+    if warned is None or year not in warned:
+        if warned is not None:
+            warned.add(year)
+        log.warning("calendar.no_holiday_data", year=year, action=NO_HOLIDAY_DATA_ACTION)
+    return year
 
 
 @asynccontextmanager
