@@ -12,7 +12,7 @@ import pytest
 from guard.clock import EXCHANGE_TZ
 from guard.config.schema import RulesFile
 from guard.evaluate.boards import BoardMap, normalise_board
-from guard.evaluate.engine import Decision, Match, evaluate
+from guard.evaluate.engine import Decision, HoldKind, Match, evaluate
 from guard.market.calendar import Board
 from guard.market.holidays import build_calendar
 from guard.snapshot.model import BookOrder
@@ -178,6 +178,7 @@ def test_stale_order_held_in_banned_phases(now: str, held: str | None) -> None:
     d = one(order(input_time=at("08:00:00")), rules(STALE), at(now))
     assert d.matches  # matched in every case: the hold is what stops it
     assert d.held == held
+    assert d.hold_kind is (None if held is None else HoldKind.BANNED_WINDOW)
     assert d.cancel is (held is None)
 
 
@@ -185,23 +186,49 @@ def test_stale_order_held_in_banned_phases(now: str, held: str | None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("changes", "held"),
+    ("changes", "held", "kind"),
     [
-        ({"status": "WC"}, "status WC already cancelling"),
-        ({"status": "WM"}, "status WM not cancellable"),
-        ({"status": "ZZ"}, "status ZZ not cancellable"),
-        ({"status": "PD"}, "status PD not cancellable"),
-        ({"filled": 600, "cancelled": 400, "status": "PF"}, "nothing left to cancel"),
-        ({"client_request_id": "keep-123"}, "protected prefix keep-"),
-        ({"symbol": "FOO"}, "board unknown for symbol FOO"),
-        ({"account": "0009999"}, "account not guarded"),
+        ({"status": "WC"}, "status WC already cancelling", HoldKind.ALREADY_CANCELLING),
+        ({"status": "WM"}, "status WM not cancellable", HoldKind.NOT_CANCELLABLE),
+        ({"status": "ZZ"}, "status ZZ not cancellable", HoldKind.NOT_CANCELLABLE),
+        ({"status": "PD"}, "status PD not cancellable", HoldKind.NOT_CANCELLABLE),
+        ({"filled": 600, "cancelled": 400, "status": "PF"}, "nothing left to cancel",
+         HoldKind.NOTHING_LEFT),
+        ({"client_request_id": "keep-123"}, "protected prefix keep-", HoldKind.PROTECTED),
+        ({"symbol": "FOO"}, "board unknown for symbol FOO", HoldKind.BOARD_UNKNOWN),
+        ({"account": "0009999"}, "account not guarded", HoldKind.ACCOUNT_NOT_GUARDED),
     ],
 )
-def test_hold_reasons(changes: dict[str, Any], held: str) -> None:
+def test_hold_reasons(changes: dict[str, Any], held: str, kind: HoldKind) -> None:
     d = one(order(**changes), rules(STALE), at("10:30:00"))
     assert d.matches, "the rule still matches so the operator sees what was held"
     assert d.held == held
+    assert d.hold_kind is kind
+    assert d.hold == (held, kind)
     assert not d.cancel
+
+
+@pytest.mark.parametrize(
+    ("day", "now", "held"),
+    [
+        (date(2026, 11, 28), "10:30:00", "2026-11-28 is not a trading day (Saturday)"),
+        (date(2026, 9, 2), "10:30:00", "2026-09-02 is a holiday"),
+        (FRIDAY, "14:50:00", "HOSE in put-through after ATC: cancel banned"),
+    ],
+)
+def test_every_calendar_ban_is_a_banned_window(day: date, now: str, held: str) -> None:
+    d = one(order(input_time=at("08:00:00", day)), rules(STALE), at(now, day))
+    assert (d.held, d.hold_kind) == (held, HoldKind.BANNED_WINDOW)
+
+
+def test_a_decision_built_by_hand_carries_its_hold_kind() -> None:
+    d = one(order(), rules(STALE), at("10:30:00"))
+    assert d.hold is None and d.hold_kind is None
+    assert Decision(d.order, d.board, d.verdict, "x").hold_kind is HoldKind.OTHER
+    assert Decision(d.order, d.board, d.verdict, "x", HoldKind.PROTECTED).hold_kind is (
+        HoldKind.PROTECTED)
+    with pytest.raises(ValueError, match="without a hold"):
+        Decision(d.order, d.board, d.verdict, None, HoldKind.PROTECTED)
 
 
 def test_first_hold_wins() -> None:
@@ -350,6 +377,7 @@ def test_naive_input_time_is_held_not_crashing() -> None:
     d = one(o, rules(STALE), at("10:30:00"))
     assert d.matches == ()
     assert d.held == "input_time has no timezone"
+    assert d.hold_kind is HoldKind.OTHER
 
 
 def test_decisions_are_frozen_values() -> None:

@@ -26,14 +26,14 @@ from guard.clock import EXCHANGE_TZ
 from guard.config.durations import format_duration
 from guard.config.schema import ORDER_TYPES, TERMINAL_STATUSES, Rule, RulesFile
 from guard.evaluate.boards import BoardMap
-from guard.evaluate.engine import Decision, Match, evaluate
+from guard.evaluate.engine import Decision, HoldKind, Match, evaluate
 from guard.evaluate.wording import age_text
 from guard.market.calendar import Board, MarketCalendar
 from guard.market.holidays import build_calendar
 from guard.snapshot.model import BookOrder
 
-# What the reference decides about one order: (order, board, matches, held).
-Expected = tuple[BookOrder, Board | None, tuple[Match, ...], str | None]
+# What the reference decides about one order: (order, board, matches, (held, kind) or None).
+Expected = tuple[BookOrder, Board | None, tuple[Match, ...], tuple[str, HoldKind] | None]
 
 # ---- the reference: the semantics, read one rule at a time --------------------------------
 
@@ -74,25 +74,25 @@ def _board_of(symbol: str, rules: RulesFile, boards: Mapping[str, Board]) -> Boa
 
 
 def _held(order: BookOrder, board: Board | None, rules: RulesFile, now: datetime,
-          calendar: MarketCalendar) -> str | None:
+          calendar: MarketCalendar) -> tuple[str, HoldKind] | None:
     if order.status == "WC":
-        return "status WC already cancelling"
+        return "status WC already cancelling", HoldKind.ALREADY_CANCELLING
     if order.status not in rules.cancellable:
-        return f"status {order.status} not cancellable"
+        return f"status {order.status} not cancellable", HoldKind.NOT_CANCELLABLE
     if order.remaining <= 0:
-        return "nothing left to cancel"
+        return "nothing left to cancel", HoldKind.NOTHING_LEFT
     for prefix in rules.protect.client_request_id_prefixes:
         if order.client_request_id.startswith(prefix):
-            return f"protected prefix {prefix}"
+            return f"protected prefix {prefix}", HoldKind.PROTECTED
     if board is None:
-        return f"board unknown for symbol {order.symbol}"
+        return f"board unknown for symbol {order.symbol}", HoldKind.BOARD_UNKNOWN
     banned = calendar.why_banned(board, now)
     if banned is not None:
-        return banned
+        return banned, HoldKind.BANNED_WINDOW
     if order.account not in rules.accounts:
-        return "account not guarded"
+        return "account not guarded", HoldKind.ACCOUNT_NOT_GUARDED
     if order.input_time.tzinfo is None:
-        return "input_time has no timezone"
+        return "input_time has no timezone", HoldKind.OTHER
     return None
 
 
@@ -289,7 +289,8 @@ def same(orders: list[BookOrder], rf: RulesFile, now: datetime,
     assert len(got) == len(expected)
     for g, (order, board, matches, held) in zip(got, expected, strict=True):
         assert g.order is order
-        assert (g.board, g.held) == (board, held), (g.order, now)
+        assert (g.board, g.hold) == (board, held), (g.order, now)
+        assert (g.held, g.hold_kind) == (held or (None, None)), (g.order, now)
         assert g.matches == matches, (g.order, now)
         assert g.rules == tuple(m.rule for m in matches), (g.order, now)
         assert g.reason == "; ".join(m.reason for m in matches), (g.order, now)
