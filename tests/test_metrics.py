@@ -17,7 +17,8 @@ from ops_kit import ACCT, BOOK, OTHER, job, rules_yaml, running_guard
 from prometheus_client.parser import text_string_to_metric_families
 
 from guard.clock import EXCHANGE_TZ, FakeClock
-from guard.record.metrics import Metrics, held_kind
+from guard.evaluate.decision import HoldKind
+from guard.record.metrics import Metrics, held_label
 from guard.schedule.scheduler import SchedulerDriver
 from guard.simulator.control import Simulator
 from guard.simulator.faults import Fault
@@ -80,17 +81,42 @@ def test_processor_counts_events_the_sweep_may_not_emit_yet() -> None:
     assert value(s, "ssi_guard_sweeps_total", result="failed") == 1
 
 
-def test_held_reasons_get_bounded_labels() -> None:
-    assert held_kind("protected prefix keep-") == "protected"
-    assert held_kind("HOSE in ATC: cancel banned") == "banned_window"
-    assert held_kind("lunch break: cancel banned") == "banned_window"
-    assert held_kind("2026-11-24 is a holiday") == "banned_window"
-    assert held_kind("status WC already cancelling") == "already_cancelling"
-    assert held_kind("status PD not cancellable") == "not_cancellable"
-    assert held_kind("nothing left to cancel") == "nothing_left"
-    assert held_kind("board unknown for symbol XYZ") == "board_unknown"
-    assert held_kind("account not guarded") == "account_not_guarded"
-    assert held_kind("input_time has no timezone") == "other"
+def test_held_orders_are_labelled_by_their_hold_kind_not_their_words() -> None:
+    m = Metrics()
+    for hold in HoldKind:
+        m(None, "info", {"event": "order.held", "reason": "words", "hold": hold.value})
+    # The kind wins over text that reads like another kind; a stray value stays bounded.
+    m(None, "info", {"event": "order.held", "reason": "protected prefix keep-",
+                     "hold": HoldKind.BANNED_WINDOW})
+    m(None, "info", {"event": "order.held", "reason": "protected prefix keep-",
+                     "hold": "made-up"})
+    s = parse(m.exposition().decode())
+    for hold in HoldKind:
+        expected = {HoldKind.BANNED_WINDOW: 2, HoldKind.OTHER: 2}.get(hold, 1)
+        assert value(s, "ssi_guard_orders_held_total", reason=hold.value) == expected, hold
+    assert value(s, "ssi_guard_orders_matched_total") == len(HoldKind) + 2
+
+
+def test_the_labels_are_the_documented_ones() -> None:
+    """README lists these for ssi_guard_orders_held_total{reason}."""
+    assert [k.value for k in HoldKind] == [
+        "protected", "banned_window", "already_cancelling", "not_cancellable", "nothing_left",
+        "board_unknown", "account_not_guarded", "other"]
+
+
+def test_an_event_without_a_hold_kind_falls_back_to_its_words() -> None:
+    """Until every ``order.held`` carries ``hold``, the engine's wording is read back."""
+    assert held_label({"reason": "protected prefix keep-"}) == "protected"
+    assert held_label({"reason": "HOSE in ATC: cancel banned"}) == "banned_window"
+    assert held_label({"reason": "lunch break: cancel banned"}) == "banned_window"
+    assert held_label({"reason": "2026-11-24 is a holiday"}) == "banned_window"
+    assert held_label({"reason": "status WC already cancelling"}) == "already_cancelling"
+    assert held_label({"reason": "status PD not cancellable"}) == "not_cancellable"
+    assert held_label({"reason": "nothing left to cancel"}) == "nothing_left"
+    assert held_label({"reason": "board unknown for symbol XYZ"}) == "board_unknown"
+    assert held_label({"reason": "account not guarded"}) == "account_not_guarded"
+    assert held_label({"reason": "input_time has no timezone"}) == "other"
+    assert held_label({"reason": "x", "hold": "nothing_left"}) == "nothing_left"
 
 
 def test_refresh_converts_market_time_to_wall_epoch() -> None:
