@@ -35,9 +35,27 @@ from ssi_sdk import (
     ReauthenticationRequired,
     SSIError,
 )
-from ssi_sdk.constant import EP_ORDER_HISTORY
-from ssi_sdk.models import OrderBook, OrderBookRequest, Token
-from ssi_sdk.utils import is_no_content
+from ssi_sdk.constant import (
+    EP_ORDER_HISTORY,
+    EP_TRADING_ORDER,
+    EP_TRADING_ORDER_BATCH,
+    HEADER_SIGNATURE,
+)
+from ssi_sdk.exceptions import ValidationError
+from ssi_sdk.models import (
+    BatchOrderRequest,
+    CancelOrderRequest,
+    OrderBook,
+    OrderBookRequest,
+    Token,
+)
+from ssi_sdk.utils import (
+    generate_request_id,
+    get_device_id,
+    is_no_content,
+    require_non_empty,
+    sign,
+)
 
 from guard.broker.tokens import TokenCache
 from guard.clock import EXCHANGE_TZ
@@ -368,6 +386,92 @@ def parse_order_book(body: Any, account: str) -> tuple[BookOrder, ...]:
     return book
 
 
+_MISSING: Any = object()
+
+
+def _unreadable(order_id: str, problem: str) -> BrokerCallError:
+    """A cancel reply that neither proves the cancel accepted nor refuses it: the server did
+    answer, so the cancel may have been applied; only a re-read of the book can tell."""
+    return BrokerCallError("ambiguous", f"unreadable cancel reply for order {order_id}: "
+                           f"{problem}")
+
+
+def _reply_text(raw: dict[str, Any], key: str, order_id: str, *, limit: int) -> str:
+    """A short text field of a cancel reply ("" when absent or null); anything else (a list,
+    true, a 5 MB string) is not the broker's word."""
+    value = raw.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise _unreadable(order_id, f"{key} is {_kind(value)}")
+    text = str(value)
+    if len(text) > limit or not text.isprintable():
+        raise _unreadable(order_id, f"{key} is not a short printable text")
+    return text
+
+
+def _cancel_reply(raw: Any, account: str, order_id: str, *, batch: bool) -> CancelReply:
+    """Read one cancel answer (a batch ``results`` item, or the body of a single cancel)
+    strictly, from the JSON the server sent.
+
+    Accepted only when ``success`` is the JSON boolean ``true`` and no ``errorCode`` is
+    given (for a single cancel, whose answer has no ``success``, its absence also counts: the
+    2xx is the acceptance). The SDK reads ``success`` as ``bool(value)``, so the string
+    "false" would be an acceptance: logged as sent, watched until confirm_timeout and
+    reported ``unconfirmed``, while the broker had refused it.
+
+    - An ``errorCode`` with any ``success`` but ``true`` ("false", 0, null, missing) is a
+      refusal carrying that code: the broker said no and why. The sender reports it
+      ``failed`` with the code, which is true if the broker meant it, and at worst a false
+      alarm (never a lost cancel the operator is not told of) if it did not.
+    - ``success`` the boolean ``false`` without a code is a refusal without a code, as before.
+    - Anything else (``"true"``, 1, null or missing without a code, ``true`` beside an
+      ``errorCode``, a status or id that is not text, another order's id) is no word at all.
+      It is not proof of acceptance, and reading it as a refusal would give up a cancel the
+      broker may never have refused. So it is ``ambiguous``: the sender re-reads the book,
+      takes what shows WC as applied and resends only what is still open. That costs one
+      read, and can neither lose the cancel nor send one no rule asked for.
+    """
+    if not isinstance(raw, dict):
+        raise _unreadable(order_id, f"the answer is {_kind(raw)}, not an object")
+    named = raw.get("orderId")
+    if named not in (None, "") and (
+        isinstance(named, bool) or not isinstance(named, str | int) or str(named) != order_id
+    ):
+        raise _unreadable(order_id, f"it names order {_show(named)}")
+    status = _reply_text(raw, "orderStatus", order_id, limit=16)
+    code = _reply_text(raw, "errorCode", order_id, limit=64)
+    success = raw.get("success", _MISSING)
+    message = raw.get("errorMessage")
+    detail = message[:200] if isinstance(message, str) and message.isprintable() else ""
+    if code and success is not True:
+        # The code goes into the message too: the outcome's detail is made from the message.
+        said = f"code {code}: {detail}" if detail else f"code {code}"
+        return CancelReply(account, order_id, False, status, code, said)
+    if success is False:
+        return CancelReply(account, order_id, False, status, "", detail)
+    if not code and (success is True or (success is _MISSING and not batch)):
+        return CancelReply(account, order_id, True, status, "", "")
+    shown = "missing" if success is _MISSING else _show(success)
+    raise _unreadable(order_id, f"success is {shown}" + (f" with errorCode {code}" if code
+                                                          else ", without an errorCode"))
+
+
+def _batch_replies(body: Any, items: Sequence[tuple[str, str]]) -> list[CancelReply]:
+    """The answer to one batch DELETE, matched to ``items`` by position; any item that does
+    not read makes the whole answer ambiguous (see ``_cancel_reply``)."""
+    results = body.get("results") if isinstance(body, dict) else None
+    if not isinstance(results, list):
+        shape = _kind(body) if not isinstance(body, dict) else f"results {_kind(results)}"
+        raise BrokerCallError("ambiguous", f"batch reply is not a results list ({shape})")
+    if len(results) != len(items):
+        raise BrokerCallError(
+            "ambiguous", f"batch reply has {len(results)} results for {len(items)} cancels"
+        )
+    return [_cancel_reply(raw, account, order_id, batch=True)
+            for (account, order_id), raw in zip(items, results, strict=True)]
+
+
 def _money(value: Any, name: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise BrokerReplyError(f"cash field {name} is not a number")
@@ -690,46 +794,59 @@ class Broker:
             purchasing_power=_money(ppmmr.purchasing_power, "purchasingPower"),
         )
 
+    def _cancel_request(self, account: str, order_id: str) -> CancelOrderRequest:
+        """One cancel as ``cancel_order_by_order_id`` builds it (a fresh clientCancelId, this
+        machine's device id, the configured user agent)."""
+        require_non_empty(account, "accountNo")
+        require_non_empty(order_id, "orderId")
+        request = CancelOrderRequest(account_no=account, order_id=order_id,
+                                     client_cancel_id=generate_request_id(),
+                                     device_id=get_device_id())
+        if self.config.user_agent:
+            request.user_agent = self.config.user_agent
+        return request
+
+    async def _signed_delete(self, path: str, request: CancelOrderRequest | BatchOrderRequest
+                             ) -> Any:
+        """Sign and send a cancel on the SDK's own client (token, limiter, error mapping, no
+        retry of a write), returning the reply as the server sent it: the SDK's reply models
+        read ``success`` as ``bool(value)`` and drop what does not fit, so the guard reads
+        the raw JSON itself (``_cancel_reply``)."""
+        rest = self.auth.rest_client
+        text = request.to_str()
+        signature = sign(text, rest.get_private_key())
+        return await rest.delete(path, content=text.encode("utf-8"),
+                                 headers={HEADER_SIGNATURE: signature})
+
     async def cancel_batch(self, items: Sequence[tuple[str, str]]) -> list[CancelReply]:
-        """One signed batch DELETE; replies are matched to ``items`` by position."""
-        body = [{"account_no": account, "order_id": order_id} for account, order_id in items]
-        reply = await self._call(
-            lambda: self.trading.trading.cancel_batch_orders(body),  # type: ignore[arg-type]
-            write=True,
-        )
-        results = list(getattr(reply, "results", []) or [])
-        if len(results) != len(items):
-            raise BrokerCallError(
-                "ambiguous", f"batch reply has {len(results)} results for {len(items)} cancels"
-            )
-        out = []
-        for (account, order_id), result in zip(items, results, strict=True):
-            if result.order_id and str(result.order_id) != order_id:
-                raise BrokerCallError("ambiguous", "batch reply results are out of order")
-            out.append(
-                CancelReply(
-                    account=account,
-                    order_id=order_id,
-                    accepted=bool(result.success),
-                    status=_code(result.status),
-                    error_code=str(result.error_code or ""),
-                    error_message=str(result.error_message or "")[:200],
-                )
-            )
-        return out
+        """One signed batch DELETE, the request ``cancel_batch_orders`` sends; replies are
+        matched to ``items`` by position and read strictly (see ``_cancel_reply``)."""
+        async def send() -> Any:
+            if not 1 <= len(items) <= self.config.max_batch_orders:
+                raise ValidationError(f"a batch holds 1..{self.config.max_batch_orders} "
+                                      f"orders, got {len(items)}")
+            orders = [self._cancel_request(a, o).to_dict() for a, o in items]
+            envelope = BatchOrderRequest(batch_request_id=generate_request_id(),
+                                         batch_request_time=int(self._wall() * 1000),
+                                         orders=orders)
+            return await self._signed_delete(EP_TRADING_ORDER_BATCH, envelope)
+
+        return _batch_replies(await self._call(send, write=True), items)
 
     async def cancel_one(self, account: str, order_id: str) -> CancelReply:
-        """One signed single DELETE; a refusal comes back as a reply, not an error."""
+        """One signed single DELETE, the request ``cancel_order_by_order_id`` sends; a refusal
+        comes back as a reply, not an error, and the answer is read strictly."""
         try:
-            reply = await self._call(
-                lambda: self.trading.trading.cancel_order_by_order_id(account, order_id),
+            body = await self._call(
+                lambda: self._signed_delete(EP_TRADING_ORDER,
+                                            self._cancel_request(account, order_id)),
                 write=True,
             )
         except BrokerCallError as exc:
             if exc.kind != "refused":
                 raise
             return CancelReply(account, order_id, False, "", exc.code or "", str(exc))
-        return CancelReply(account, order_id, True, _code(reply.status), "", "")
+        return _cancel_reply(body, account, order_id, batch=False)
 
     async def master_data(self, day: date) -> list[tuple[str, str]]:
         """(symbol, board) pairs for ``day``: the broker's map from symbol to board."""
