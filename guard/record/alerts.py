@@ -2,9 +2,11 @@
 
 ``AlertRules`` is a structlog processor that maps the guard's own events to conditions that
 fire and resolve (re-authentication required, an unconfirmed cancel, a tripped circuit breaker,
-a failed sweep, a missed pre-close sweep, a year with no holiday data). ``Alerter`` keeps one
-alert per condition until it clears, with a reminder interval, and delivers in the background:
-a bounded timeout and a few retries, so a webhook that hangs or fails never delays a sweep.
+a failed sweep, a missed pre-close sweep, a year with no holiday data, a failed rules reload,
+a journal that cannot be written). ``Alerter`` keeps one alert per condition until it clears,
+with a reminder interval, and delivers in the background: a bounded timeout and a few retries,
+so a webhook that hangs or fails never delays a sweep, and no failure of one alert stops the
+delivery of the next.
 """
 
 from __future__ import annotations
@@ -47,8 +49,12 @@ def _register_url_secrets(url: str) -> None:
     """Mask a webhook URL's token wherever it may turn up: the whole URL, the URL without its
     query, its path, and each long path segment or query value (Telegram's ``bot<token>``,
     Slack's ``/services/T../B../<secret>``), so a client that rewrites the URL cannot leak it."""
-    parts = urlsplit(url)
-    secrets_registry.add(url, urlunsplit(parts._replace(query="")))
+    secrets_registry.add(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not even splittable: the whole URL is masked, and it cannot be sent
+        return
+    secrets_registry.add(urlunsplit(parts._replace(query="")))
     if len(parts.path) >= _SECRET_PART_LEN:
         secrets_registry.add(parts.path)
     secrets_registry.add(*(seg for seg in parts.path.split("/") if len(seg) >= _SECRET_PART_LEN))
@@ -110,29 +116,34 @@ class Alerter:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue(maxsize=1000)
-        self._worker = asyncio.create_task(self._deliver_forever())
-        self._reminder = asyncio.create_task(self._remind_forever())
+        self._worker = asyncio.create_task(self._deliver_forever(), name="alert-delivery")
+        self._reminder = asyncio.create_task(self._remind_forever(), name="alert-reminder")
 
     async def stop(self, flush_s: float = 2.0) -> None:
         """Deliver what is queued or on the wire (a resolution at shutdown), for at most
         ``flush_s``; then stop. Alerts raised after this are kept in ``sent`` only."""
-        if self._worker is None:
+        worker, reminder = self._worker, self._reminder
+        if worker is None:
             return
-        if self._reminder is not None:
-            self._reminder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reminder
-            self._reminder = None
-        if self._queue is not None:
+        self._worker = self._reminder = None
+        if reminder is not None:
+            await self._end(reminder)
+        if self._queue is not None and not worker.done():
             # join(), not empty(): an alert taken off the queue may still be on the wire.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._queue.join(), timeout=flush_s)
-        self._worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._worker
-        self._worker = None
+        await self._end(worker)
         self._queue = None
         self._loop = None
+
+    async def _end(self, task: asyncio.Task[None]) -> None:
+        """Cancel and reap a background task; whatever it died of is logged, never raised
+        (a traceback at SIGTERM helps nobody, and the exit code must stay the daemon's)."""
+        task.cancel()
+        [outcome] = await asyncio.gather(task, return_exceptions=True)
+        if isinstance(outcome, Exception):
+            self._log.error("alert.worker_failed", task=task.get_name(),
+                            error=type(outcome).__name__)
 
     def fire(self, condition: str, summary: str, **details: Any) -> None:
         now = self._clock()
@@ -162,7 +173,10 @@ class Alerter:
     async def _remind_forever(self) -> None:
         while True:
             await asyncio.sleep(self.remind_tick_s)
-            self.remind_due()
+            try:
+                self.remind_due()
+            except Exception as exc:  # one bad tick must not end every later reminder
+                self._log.error("alert.remind_failed", error=type(exc).__name__)
 
     def _enqueue(self, alert: Alert) -> None:
         redactor = Redactor()
@@ -193,35 +207,54 @@ class Alerter:
                 self.sent.append(alert)
 
     async def _deliver_forever(self) -> None:
-        assert self._queue is not None
-        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+        """Deliver alerts one by one, for as long as the guard runs. Whatever one alert does
+        (a URL httpx refuses, a body that cannot be serialised, a client that cannot be
+        built) costs that alert only: it is logged ``alert.undelivered`` and the next goes."""
+        queue = self._queue
+        assert queue is not None
+        client: httpx.AsyncClient | None = None
+        try:
             while True:
-                alert = await self._queue.get()
+                alert = await queue.get()
                 try:
+                    if client is None:
+                        client = httpx.AsyncClient(timeout=self.timeout_s)
                     await self._deliver(client, alert)
+                except Exception as exc:
+                    self._log.error("alert.undelivered", condition=alert.condition,
+                                    state=alert.state, attempts=0,
+                                    error=type(exc).__name__)  # never str(exc): the URL
                 finally:
-                    self._queue.task_done()
+                    queue.task_done()
+        finally:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
 
     async def _deliver(self, client: httpx.AsyncClient, alert: Alert) -> None:
-        assert self.url
-        body = render_body(alert, self.fmt, self.url)
+        """POST one alert, with retries; logs ``alert.sent`` or, after the last try,
+        ``alert.undelivered``. Raises only if the body cannot be made (nothing to retry)."""
+        url = self.url
+        assert url
+        content = json.dumps(render_body(alert, self.fmt, url), default=str)
+        error = "unknown"
         for attempt in range(1, self.retries + 1):
             try:
-                reply = await client.post(self.url, content=json.dumps(body, default=str),
+                reply = await client.post(url, content=content,
                                           headers={"Content-Type": "application/json"})
                 if reply.status_code < 300:
                     self.sent.append(alert)
                     self._log.info("alert.sent", condition=alert.condition, state=alert.state)
                     return
                 error = f"HTTP {reply.status_code}"
-            except (httpx.HTTPError, OSError) as exc:
+            except Exception as exc:  # httpx.InvalidURL is no HTTPError; anything may come
                 error = type(exc).__name__  # never str(exc): it may quote the URL
             self._log.warning("alert.delivery_failed", condition=alert.condition,
                               state=alert.state, attempt=attempt, error=error)
             if attempt < self.retries:
                 await asyncio.sleep(min(2.0, self.backoff_s * 2 ** (attempt - 1)))
         self._log.error("alert.undelivered", condition=alert.condition, state=alert.state,
-                        attempts=self.retries)
+                        attempts=self.retries, error=error)
 
 
 class AlertRules(Observer):
@@ -272,10 +305,26 @@ class AlertRules(Observer):
                 self._no_data_years.add(year)
             a.fire("no_holiday_data", f"no exchange holiday list for {year}: add "
                    "it to rules.yaml `holidays:` and reload (SIGHUP)", year=year)
+        elif kind == "rules.reload_failed":
+            self._reload_failed(event)
         elif kind == "rules.reloaded":
+            a.resolve("reload_failed", f"rules reloaded from {event.get('path')}")
             self._check_holidays_again()
+        elif kind == "journal.write_failed":
+            a.fire("journal_failed", f"journal {event.get('path')} cannot be written: "
+                   f"{event.get('error')}", path=event.get("path"), error=event.get("error"))
         elif kind == "sweep.finished":
             self._sweep_finished(event)
+
+    def _reload_failed(self, event: MutableMapping[str, Any]) -> None:
+        """The guard runs on, on the old rules: say which file and what is wrong with it."""
+        raw = event.get("problems")
+        problems = [str(p) for p in raw] if isinstance(raw, list | tuple) else []
+        path = event.get("path")
+        first = problems[0] if problems else "see the log"
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        self.alerter.fire("reload_failed", f"reload of {path} failed, previous rules kept: "
+                          f"{first}{more}", path=path, problems=problems)
 
     def _check_holidays_again(self) -> None:
         if self.has_holiday_data is None or not self._no_data_years:
@@ -289,20 +338,27 @@ class AlertRules(Observer):
         a = self.alerter
         result = event.get("result")
         trigger = str(event.get("trigger", ""))
+        raw_unread = event.get("unread_accounts") or []
+        unread = [raw_unread] if isinstance(raw_unread, str) else list(raw_unread)
         if result in ("ok", "nothing_to_do", "dry_run"):
             a.resolve("sweep_failed", "sweeps succeed again")
             if not event.get("unconfirmed"):
                 a.resolve("unconfirmed_cancel", "a later sweep completed")
             a.resolve("circuit_breaker", "matches back under the limit")
+            a.resolve("journal_failed", "a sweep was journaled again")
             if trigger.startswith(("pre-close:", "at:")):  # the critical, fixed-time jobs
                 a.resolve("missed_preclose", f"scheduled sweep {trigger} ran")
-        elif result == "incomplete":
+        elif result == "incomplete" or unread:
+            # (a sweep blocked by the breaker can also have books it could not read: those
+            # accounts were not guarded at all, which the breaker alert does not say)
             problems = [f"{event.get(k)} {k}" for k in ("unconfirmed", "failed")
                         if event.get(k)]
-            unread = event.get("unread_accounts") or []
             if unread:
                 problems.append(f"accounts not read: {', '.join(map(str, unread))}")
-            a.fire("sweep_failed", f"sweep {trigger} incomplete: "
+            if event.get("deferred"):
+                problems.append(f"{event.get('deferred')} deferred (a cancel of a previous "
+                                "run may still be on the wire)")
+            a.fire("sweep_failed", f"sweep {trigger} {result}: "
                    f"{'; '.join(problems) or 'some cancels are not final'}",
-                   trigger=trigger, unread_accounts=list(unread),
+                   trigger=trigger, unread_accounts=unread,
                    unconfirmed=event.get("unconfirmed"), failed=event.get("failed"))
