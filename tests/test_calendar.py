@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 
 import pytest
 from freezegun import freeze_time
@@ -206,7 +208,7 @@ def test_holiday_data_years() -> None:
     assert not MarketCalendar().has_holiday_data(2026)
 
 
-def test_shipped_lists_match_the_notes() -> None:
+def test_shipped_lists_are_complete_weekday_lists() -> None:
     assert len(shipped_holidays(2026)) == 12
     assert len(shipped_holidays(2025)) == 12
     assert date(2026, 11, 24) not in shipped_holidays()
@@ -226,3 +228,65 @@ def test_a_year_the_operator_lists_holidays_for_counts_as_known() -> None:
     once they have, the warning must stop."""
     assert not build_calendar().has_holiday_data(2031)
     assert build_calendar([date(2031, 1, 1)]).has_holiday_data(2031)
+
+
+# ---- docs/market.md states the facts the code applies ----------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKET_DOC = (ROOT / "docs" / "market.md").read_text(encoding="utf-8")
+_DOC_BOARDS = {"HOSE": Board.HOSE, "HNX": Board.HNX, "UPCoM": Board.UPCOM, "DER": Board.DER}
+_DOC_PHASES = {"ATO": Phase.ATO, "continuous": Phase.CONTINUOUS, "lunch": Phase.LUNCH,
+               "ATC": Phase.ATC, "put-through": Phase.PUT_THROUGH, "PLO": Phase.PLO}
+_SPAN = re.compile(r"(?:(put-through|PLO) )?(\d\d:\d\d)\u2013(\d\d:\d\d)")
+
+
+def _doc_section(title: str) -> str:
+    return MARKET_DOC.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_session_table_in_docs_market_is_the_calendars() -> None:
+    lines = [ln for ln in _doc_section("Sessions per board").splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[2:]:
+        board, *cells = (c.strip() for c in line.strip("|").split("|"))
+        sessions = []
+        for column, cell in zip(header[1:], cells, strict=True):
+            if cell == "none":
+                continue
+            m = _SPAN.fullmatch(cell)
+            assert m, (board, column, cell)
+            sessions.append((time.fromisoformat(m[2]), time.fromisoformat(m[3]),
+                             _DOC_PHASES[m[1] or column]))
+        rows[_DOC_BOARDS[board]] = sessions
+    assert set(rows) == set(Board)
+    for board, documented in rows.items():
+        code = [(s.start, s.end, s.phase) for s in CAL.sessions(board, FRIDAY)]
+        assert documented == code, board
+
+
+def test_the_holidays_in_docs_market_are_the_shipped_ones() -> None:
+    section = _doc_section("Trading days and holidays")
+    for year in (2025, 2026):
+        line = next(ln for ln in section.splitlines() if ln.strip().startswith(f"- {year}:"))
+        days = set()
+        for item in line.split(":", 1)[1].strip().rstrip(".").split(";"):
+            m = re.fullmatch(r"(\d+)(?:\u2013(\d+))? (\w{3})(?: \(.*\))?", item.strip())
+            assert m, item
+            month = datetime.strptime(m[3], "%b").month
+            for day in range(int(m[1]), int(m[2] or m[1]) + 1):
+                days.add(date(year, month, day))
+        assert days == shipped_holidays(year), year
+
+
+def test_market_and_evaluate_cite_only_files_in_this_repository() -> None:
+    """The calendar once cited a notes file that is not here; every cited doc must exist."""
+    cited = set()
+    for package in ("market", "evaluate"):
+        for path in (ROOT / "guard" / package).iterdir():
+            if path.suffix in (".py", ".yaml"):
+                text = path.read_text(encoding="utf-8")
+                assert "shared/" not in text, path
+                cited |= set(re.findall(r"docs/[\w-]+\.md", text))
+    assert "docs/market.md" in cited
+    assert all((ROOT / doc).is_file() for doc in cited), cited

@@ -4,10 +4,12 @@ Pure: built from holiday dates, asked with an aware instant, answers with values
 I/O (the shipped holiday list is read by ``guard.market.holidays``). Every interval is half-open,
 ``[start, end)``: at 14:29:59 a HOSE cancel is allowed, at 14:30:00 the ATC has begun.
 
-Cancels are allowed only in continuous trading. That rules out, per ``shared/notes/vn-market.md``:
-the opening and closing auctions (no cancel or amend there), the 11:30-13:00 lunch break (no
-board accepts a place, modify or cancel), the time outside sessions, and two board-specific
-windows this module decides to treat as banned:
+The facts below are listed board by board in ``docs/market.md``, as this module applies them.
+
+Cancels are allowed only in continuous trading. That rules out the opening and closing auctions
+(no cancel or amend there), the 11:30-13:00 lunch break (no board accepts a place, modify or
+cancel), the time outside sessions, and two board-specific windows this module decides to treat
+as banned:
 
 - HNX PLO (14:45-15:00): a PLO order can never be cancelled, and an order carried over from
   the day has been through ATC already, so the whole PLO window is banned.
@@ -69,7 +71,7 @@ def _s(start: str, end: str, phase: Phase) -> Session:
     return Session(time.fromisoformat(start), time.fromisoformat(end), phase)
 
 
-# From shared/notes/vn-market.md (KRX system hours, unchanged since 5 May 2025).
+# The sessions of docs/market.md ("Sessions per board"): change the two together.
 _SCHEDULES: dict[Board, tuple[Session, ...]] = {
     Board.HOSE: (
         _s("09:00", "09:15", Phase.ATO),
