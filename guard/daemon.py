@@ -193,11 +193,8 @@ class Daemon:
         (a first start in the afternoon missed nothing it was ever asked to do)."""
         now = self.ctx.clock().astimezone(EXCHANGE_TZ)
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        rows = self.ctx.journal.query(
-            "SELECT trigger, market_time FROM sweeps WHERE market_time >= ?",
-            [(day_start - timedelta(days=1)).isoformat()])
-        today = [(trigger, datetime.fromisoformat(at).astimezone(EXCHANGE_TZ))
-                 for trigger, at in rows]
+        rows = self.ctx.journal.sweeps_since(day_start - timedelta(days=1))
+        today = [(trigger, at.astimezone(EXCHANGE_TZ)) for trigger, at in rows]
         today = [(trigger, at) for trigger, at in today if at.date() == now.date()]
         if not today:
             return

@@ -32,6 +32,10 @@ from guard.snapshot.fetch import Snapshot, read_cash, take_snapshot
 
 __all__ = ["SweepContext", "SweepReport", "run_sweep"]
 
+# An order whose cancel was accepted and never applied this many times today is not sent
+# again that day (see README, "Resends").
+MAX_UNCONFIRMED = 3
+
 SweepResult = Literal["ok", "nothing_to_do", "dry_run", "blocked", "incomplete", "failed"]
 
 
@@ -204,8 +208,10 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
         decisions = evaluate(orders, rules, now, ctx.calendar, boards)
         _log_decisions(log, decisions)
 
+        given_up = _given_up(ctx, log, decisions, now)
         plan = plan_cancels(decisions, max_cancels=rules.limits.max_cancels_per_sweep,
-                            dry_run=dry, paused=ctx.paused, in_flight=ctx.in_flight | deferred)
+                            dry_run=dry, paused=ctx.paused,
+                            in_flight=ctx.in_flight | deferred | given_up)
         # Record before you act: the decisions are journaled before any DELETE can leave.
         ctx.journal.decisions(sweep_id, _decision_rows(decisions, plan))
     except JournalError as exc:
@@ -222,7 +228,7 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
     ctx.in_flight.update(claimed)
     try:
         return await _act(ctx, trigger, log, t0, now, sweep_id, dry, snapshot, decisions, plan,
-                          deferred, watch)
+                          deferred, given_up, watch)
     except Exception as exc:
         # send_plan returns or raises only once every request it started has been answered,
         # so nothing of this sweep is on the wire: its open intents need no waiting (see
@@ -231,6 +237,26 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
         raise
     finally:
         ctx.in_flight.difference_update(claimed)
+
+
+def _given_up(ctx: SweepContext, log: Any, decisions: list[Decision],
+              now: datetime) -> frozenset[tuple[str, str]]:
+    """The selected orders whose cancels the broker accepted and never applied
+    ``MAX_UNCONFIRMED`` times today: not sent again (each is an error in the log, and the
+    sweep is incomplete), so a broker that swallows cancels is not asked forever."""
+    day = now.astimezone(EXCHANGE_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+    counts = ctx.journal.unconfirmed_counts(day)
+    if not counts:
+        return frozenset()
+    out = set()
+    for d in decisions:
+        key = (d.order.account, d.order.order_id)
+        if d.cancel and counts.get(key, 0) >= MAX_UNCONFIRMED:
+            out.add(key)
+            log.error("cancel.given_up", account=d.order.account, order_id=d.order.order_id,
+                      symbol=d.order.symbol, unconfirmed=counts[key],
+                      action="cancel it by hand; the guard will not send it again today")
+    return frozenset(out)
 
 
 def _leave_out(snapshot: Snapshot, unread: tuple[tuple[str, str], ...]) -> Snapshot:
@@ -258,7 +284,7 @@ def _finish_aborted(ctx: SweepContext, sweep_id: int, log: Any, exc: BaseExcepti
 async def _act(ctx: SweepContext, trigger: str, log: Any, t0: float, now: datetime,
                sweep_id: int, dry: bool, snapshot: Snapshot, decisions: list[Decision],
                plan: CancelPlan, deferred: frozenset[tuple[str, str]],
-               watch: _JournalWatch) -> SweepReport:
+               given_up: frozenset[tuple[str, str]], watch: _JournalWatch) -> SweepReport:
     """Send, confirm, release and record what ``plan`` says; the report of the sweep."""
     rules = ctx.rules
     if plan.tripped:
@@ -317,16 +343,18 @@ async def _act(ctx: SweepContext, trigger: str, log: Any, t0: float, now: dateti
         result = "ok"
     else:
         result = "incomplete"
-    if (snapshot.failures or deferred) and result in ("ok", "nothing_to_do", "dry_run"):
-        # An account that was not read was not guarded, and a deferred intent (a dead
-        # process's cancel possibly still on the wire) has no outcome yet: not "ok".
+    if (snapshot.failures or deferred or given_up) and result in ("ok", "nothing_to_do",
+                                                                    "dry_run"):
+        # An account that was not read was not guarded, a deferred intent (a dead process's
+        # cancel possibly still on the wire) has no outcome yet, and an order given up on is
+        # still open although the rules select it: not "ok".
         result = "incomplete"
     report = SweepReport(sweep_id, trigger, now, dry, tuple(decisions), plan, tuple(sent),
                          tuple(outcomes), tuple(releases), snapshot.failures,
                          time.monotonic() - t0, result)
     summary = {**report.counts(), "duration_s": round(report.duration_s, 3),
                "unread_accounts": [a for a, _ in snapshot.failures],
-               "deferred": len(deferred)}
+               "deferred": len(deferred), "given_up": len(given_up)}
     watch.write("finish_sweep", ctx.journal.finish_sweep, sweep_id, ctx.wall(), result, summary)
     finished = log.info if report.complete else log.error
     if watch.error is not None:

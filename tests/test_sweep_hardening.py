@@ -364,3 +364,32 @@ def test_no_proof_before_the_deadline_is_unconfirmed_never_resent(
     assert report.result == "incomplete"
     assert all(sim.order(i).status == "QU" for i in ids)
     answered(sim)
+
+
+# ---- resends: the policy README states --------------------------------------------------
+
+
+def test_a_cancel_accepted_but_never_applied_is_resent_by_later_sweeps_at_most_three_times(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """The broker answers WC and never applies the cancel. Each later sweep re-decides the
+    order from a fresh read that shows it open and not WC, and sends it again as a new,
+    journaled intent; after three unconfirmed cancels in a day it is given up on (an error,
+    the sweep incomplete), so a broker that swallows cancels is not asked forever."""
+    a = sim.seed_order(ACCT, "SSI", age=STALE)
+    sim.override_reply("DELETE", SINGLE, {"clientCancelId": "x", "orderId": a,
+                                           "clientRequestId": "", "orderStatus": "WC"},
+                       times=None)
+    guard = Guard(sim, tmp_path / "state", rules_text(confirm_timeout="1s"))
+    results = [guard.sweep(log=Recorder()).result for _ in range(3)]
+    assert results == ["incomplete"] * 3
+    assert len(sim.requests_to("DELETE", SINGLE)) == 3
+    assert kinds(guard) == {a: ["unconfirmed"] * 3}
+
+    log = Recorder()
+    fourth = guard.sweep(log=log)
+    assert len(sim.requests_to("DELETE", SINGLE)) == 3  # given up: not sent a fourth time
+    [given_up] = log.named("cancel.given_up")
+    assert given_up["order_id"] == a and given_up["unconfirmed"] == 3
+    assert fourth.result == "incomplete" and sim.order(a).status == "QU"
+    assert_one_outcome_per_intent(guard.journal_path)

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +245,33 @@ class Journal:
                        sweep_closed=bool(r[11]))
             for r in rows
         ]
+
+    def sweeps_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        """(trigger, market time) of every sweep whose market time is at or after ``since``."""
+        # Stored times keep the zone they were taken in: compare them as instants, after a
+        # text pre-filter wide enough for any offset.
+        with self._read() as db:
+            rows = db.execute("SELECT trigger, market_time FROM sweeps WHERE market_time >= ?",
+                              ((since - timedelta(days=1)).isoformat(),)).fetchall()
+        sweeps = [(str(t), datetime.fromisoformat(m)) for t, m in rows]
+        return [(t, m) for t, m in sweeps if m >= since]
+
+    def unconfirmed_counts(self, since: datetime) -> dict[tuple[str, str], int]:
+        """How many cancels of each (account, order id) ended ``unconfirmed`` in sweeps whose
+        market time is at or after ``since``: a broker that accepts cancels and never
+        applies them is not asked forever."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT i.account, i.order_id, s.market_time FROM outcomes o "
+                "JOIN intents i ON i.id = o.intent_id JOIN sweeps s ON s.id = i.sweep_id "
+                "WHERE o.outcome = 'unconfirmed' AND s.market_time >= ?",
+                ((since - timedelta(days=1)).isoformat(),)).fetchall()
+        counts: dict[tuple[str, str], int] = {}
+        for account, order_id, market_time in rows:
+            if datetime.fromisoformat(market_time) >= since:
+                key = (str(account), str(order_id))
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only access for ``history`` and tests."""
