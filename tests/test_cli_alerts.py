@@ -232,3 +232,19 @@ def test_check_alerts_on_an_unread_account(sim: Simulator, cli: Cli, hook: Hook)
     assert "account 0009999: NOT READ" in done.stdout
     [body] = [b for b in hook.bodies if b["condition"] == "sweep_failed"]
     assert body["state"] == "firing" and "0009999" in body["summary"]
+
+
+def test_run_once_with_the_broker_down_exits_4_and_posts_sweep_failed(
+    sim: Simulator, cli: Cli, hook: Hook
+) -> None:
+    sim.stop()  # connection refused from the first request on
+
+    done = cli("run", "--once", "--at", AT, rules=rules_yaml(webhook=hook.url))
+
+    assert done.returncode == 4
+    assert_clean(done)
+    [line] = done.stderr.splitlines()
+    assert line.startswith("ssi-guard: ")
+    [body] = hook.bodies
+    assert (body["condition"], body["state"]) == ("sweep_failed", "firing")
+    assert body["details"]["job"] == "once"
