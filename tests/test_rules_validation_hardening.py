@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guard.cli import main
 from guard.config.durations import DurationError, parse_duration
@@ -253,3 +255,24 @@ def test_mangled_alerts_never_echo_the_token(alerts: str, expected: list[str]) -
 def test_an_unknown_boolean_word_elsewhere_is_one_line_too() -> None:
     assert problems(BASE + "dry_run: !!bool maybe\n") == [
         "rules.yaml:6: dry_run: 'maybe' is not a valid boolean"]
+
+
+# The schema checks webhook URLs without importing httpx (the rules model is read by the pure
+# core); this holds it to httpx's own parser: whatever loads, httpx can build a request for.
+_URL_PART = st.text(alphabet=st.sampled_from("aZ09-._~:@[]%/?#é ü\t"), max_size=12)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(scheme=st.sampled_from(["http", "https", "HTTP", "ftp"]), host=_URL_PART,
+       port=st.one_of(st.none(), st.text(alphabet="0123456789o+-", max_size=6)),
+       rest=_URL_PART)
+def test_whatever_the_schema_accepts_httpx_can_send_to(scheme: str, host: str,
+                                                        port: str | None, rest: str) -> None:
+    url = f"{scheme}://{host}" + (f":{port}" if port is not None else "") + f"/{rest}"
+    try:
+        rf = loads(BASE + f"alerts:\n  webhook: {json.dumps(url)}\n")
+    except ConfigError:
+        return
+    assert rf.alerts is not None
+    request = httpx.Request("POST", url)
+    assert request.url.host and (request.url.port is None or 1 <= request.url.port <= 65535)
