@@ -200,11 +200,27 @@ def optional(draw: st.DrawFn, values: list[Any]) -> list[Any] | None:
     return draw(st.lists(st.sampled_from(values), min_size=1, max_size=4, unique=True))
 
 
+def loadable(match: dict[str, Any], cancellable: list[str],
+             pinned: dict[str, str]) -> dict[str, Any]:
+    """``match`` without what makes the schema refuse the rule as never matching (``skip`` with
+    only PF reachable; only exact symbols, all pinned by ``boards:`` outside the rule's boards),
+    so that every drawn file loads and no example is thrown away."""
+    if match["partially_filled"] == "skip" and set(match.get("statuses", cancellable)) <= {"PF"}:
+        match["partially_filled"] = "cancel_rest"
+    symbols, boards = match.get("symbols"), match.get("boards")
+    if symbols is not None and boards is not None and all(
+            s in pinned and pinned[s] not in boards for s in symbols):
+        del match["symbols"]
+    return match
+
+
 @st.composite
 def rules_files(draw: st.DrawFn) -> RulesFile:
     accounts = draw(st.lists(st.sampled_from(ACCOUNTS), min_size=1, max_size=3, unique=True))
     cancellable = draw(st.lists(st.sampled_from(["PD", "WA", "RS", "SD", "QU", "PF", "IAV"]),
                                 min_size=1, max_size=6, unique=True))
+    pinned: dict[str, str] = draw(st.sampled_from(
+        [{}, {"VEA": "UPCOM"}, {"SSI": "UPCOM", "FOO": "HNX"}]))
     rules = []
     for i in range(draw(st.integers(1, 8))):
         rule: dict[str, Any] = {"name": f"r{i}"}
@@ -229,7 +245,7 @@ def rules_files(draw: st.DrawFn) -> RulesFile:
         match = {k: v for k, v in match.items() if v is not None}
         match["partially_filled"] = draw(st.sampled_from(["cancel_rest", "skip"]))
         match["min_remaining_qty"] = draw(st.sampled_from([0, 0, 1, 100, 1000]))
-        rule["match"] = match
+        rule["match"] = loadable(match, cancellable, pinned)
         rules.append(rule)
     return RulesFile.model_validate({
         "version": 1,
@@ -237,7 +253,7 @@ def rules_files(draw: st.DrawFn) -> RulesFile:
         "cancellable": cancellable,
         "protect": {"client_request_id_prefixes": draw(st.sampled_from(
             [["keep-"], ["keep-", "kee"], ["manual-", "keep-"]]))},
-        "boards": draw(st.sampled_from([{}, {"VEA": "UPCOM"}, {"SSI": "UPCOM", "FOO": "HNX"}])),
+        "boards": pinned,
         "rules": rules,
     })
 

@@ -88,12 +88,27 @@ def optional(draw: st.DrawFn, values: list[Any]) -> list[Any] | None:
     return draw(st.lists(st.sampled_from(values), min_size=1, max_size=3, unique=True))
 
 
+def loadable(match: dict[str, Any], cancellable: list[str],
+             pinned: dict[str, str]) -> dict[str, Any]:
+    """``match`` without what makes the schema refuse the rule as never matching (``skip`` with
+    only PF reachable; only exact symbols, all pinned by ``boards:`` outside the rule's boards),
+    so that every drawn file loads and no example is thrown away."""
+    if match["partially_filled"] == "skip" and set(match.get("statuses", cancellable)) <= {"PF"}:
+        match["partially_filled"] = "cancel_rest"
+    symbols, boards = match.get("symbols"), match.get("boards")
+    if symbols is not None and boards is not None and all(
+            s in pinned and pinned[s] not in boards for s in symbols):
+        del match["symbols"]
+    return match
+
+
 @st.composite
 def rules_files(draw: st.DrawFn) -> RulesFile:
     accounts = draw(st.lists(st.sampled_from(ACCOUNTS), min_size=1, max_size=2, unique=True))
     cancellable = draw(
         st.lists(st.sampled_from(CANCELLABLE_CHOICES), min_size=1, max_size=5, unique=True)
     )
+    pinned: dict[str, str] = draw(st.sampled_from([{}, {"VNM": "HOSE"}, {"SSI": "UPCOM"}]))
     rules = []
     for i in range(draw(st.integers(1, 4))):
         trigger = draw(st.sampled_from(["max_age", "before_close", "at"]))
@@ -118,7 +133,7 @@ def rules_files(draw: st.DrawFn) -> RulesFile:
         match = {k: v for k, v in match.items() if v is not None}
         match["partially_filled"] = draw(st.sampled_from(["cancel_rest", "skip"]))
         match["min_remaining_qty"] = draw(st.sampled_from([0, 1, 100, 1000]))
-        rule["match"] = match
+        rule["match"] = loadable(match, cancellable, pinned)
         rules.append(rule)
     data = {
         "version": 1,
@@ -126,7 +141,7 @@ def rules_files(draw: st.DrawFn) -> RulesFile:
         "cancellable": cancellable,
         "protect": {"client_request_id_prefixes": draw(
             st.lists(st.sampled_from(PREFIXES), min_size=1, max_size=2, unique=True))},
-        "boards": draw(st.sampled_from([{}, {"VNM": "HOSE"}, {"SSI": "UPCOM"}])),
+        "boards": pinned,
         "rules": rules,
     }
     return RulesFile.model_validate(data)
