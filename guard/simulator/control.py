@@ -303,20 +303,22 @@ class Simulator:
 
     def rewrite_reply(self, method: str, path: str, rewrite: Callable[[Any], Any], *,
                       name: str = "rewrite", account: str | None = None,
-                      times: int | None = 1, rate: float = 1.0) -> Fault:
+                      times: int | None = 1, rate: float = 1.0, skip: int = 0) -> Fault:
         """Pass the JSON reply to the next ``times`` requests to ``method path`` (for
         ``account`` only, if given) through ``rewrite``: the handler runs as usual, only the
         answer lies. ``guard.simulator.hostile`` has the plausible lies; ``name`` is what the
-        request record (``RecordedRequest.rewritten``) calls this one."""
+        request record (``RecordedRequest.rewritten``) calls this one; the first ``skip``
+        matching replies are left alone."""
         return self.faults.add(Fault("rewrite", method, path, times=times, rate=rate,
-                                     account=account, rewrite=rewrite, name=name))
+                                     account=account, rewrite=rewrite, name=name, skip=skip))
 
     def on_request(self, method: str, path: str, effect: Callable[[], None], *,
-                   account: str | None = None, times: int | None = 1) -> Fault:
+                   account: str | None = None, times: int | None = 1,
+                   skip: int = 0) -> Fault:
         """Run ``effect`` (e.g. ``lambda: sim.fill(order_id)``) right after the next ``times``
         requests to ``method path`` were answered: the exchange moves between two calls."""
         return self.faults.add(Fault("effect", method, path, times=times, account=account,
-                                     effect=effect))
+                                     effect=effect, skip=skip))
 
     def revoke_session(self) -> None:
         """Another login killed the session: access and refresh tokens are dead."""

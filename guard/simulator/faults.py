@@ -40,6 +40,8 @@ class Fault:
 
     ``account`` narrows any kind to requests for that account (``accountNo`` in the query,
     the body, or any item of a batch): one account's reads fail while another's work.
+    ``skip`` lets the first ``skip`` matching requests through untouched: the second read
+    fails, not the first.
     """
 
     kind: FaultKind
@@ -56,6 +58,7 @@ class Fault:
     rewrite: Callable[[Any], Any] | None = None
     effect: Callable[[], None] | None = None
     name: str = ""
+    skip: int = 0
 
     def matches(self, method: str, path: str, accounts: Collection[str] = ()) -> bool:
         if self.method and self.method.upper() != method.upper():
@@ -89,6 +92,9 @@ class FaultPlan:
         with self._lock:
             for fault in list(self._faults):
                 if not fault.matches(method, path, accounts):
+                    continue
+                if fault.skip > 0:
+                    fault.skip -= 1
                     continue
                 if fault.rate < 1.0 and self._rng.random() >= fault.rate:
                     continue

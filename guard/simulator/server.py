@@ -146,15 +146,18 @@ def _json_of(response: web.Response) -> Any:
 def _rewritten(response: web.Response,
                faults: list[Fault]) -> tuple[web.Response, tuple[str, ...]]:
     """``response`` with its JSON body passed through every ``rewrite`` fault, in order; a
-    body that is not JSON is left alone (there is nothing to lie about structurally)."""
+    body that is not JSON is left alone (there is nothing to lie about structurally). Only
+    the rewrites that changed something are named: a cut longer than the page is no lie."""
     data = _json_of(response)
     if data is None:
         return response, ()
     names = []
     for fault in faults:
         if fault.rewrite is not None:
-            data = fault.rewrite(data)
-            names.append(fault.name or "rewrite")
+            changed = fault.rewrite(data)
+            if changed != data:
+                names.append(fault.name or "rewrite")
+            data = changed
     reply = web.Response(status=response.status, body=json.dumps(data).encode("utf-8"),
                          content_type="application/json")
     return reply, tuple(names)
