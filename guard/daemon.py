@@ -32,6 +32,7 @@ from guard.errors import (
 from guard.health import Health, write_status
 from guard.market.holidays import build_calendar
 from guard.notify import Notifier
+from guard.runtime import check_holiday_data
 from guard.schedule.scheduler import RehearsalClock, SchedulerDriver
 from guard.schedule.triggers import JobSpec, plan_jobs
 from guard.snapshot.fetch import take_snapshot
@@ -149,14 +150,7 @@ class Daemon:
         self._problem("reauth", f"re-authentication required: {exc}")
 
     def _check_holiday_data(self) -> None:
-        year = self.ctx.clock().year
-        if year not in self._warned_years and not self.ctx.calendar.has_holiday_data(year):
-            self._warned_years.add(year)
-            self.log.warning(
-                "calendar.no_holiday_data",
-                year=year,
-                action="add this year's exchange holidays to rules.yaml `holidays:`",
-            )
+        check_holiday_data(self.ctx.calendar, self.ctx.clock(), self.log, self._warned_years)
 
     # ---- lifecycle ----------------------------------------------------------------------
 

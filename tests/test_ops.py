@@ -53,6 +53,9 @@ def test_a_bad_webhook_does_not_delay_the_sweep(
                                             good_events)
         assert [(b["condition"], b["state"]) for b in good.bodies] == [
             ("circuit_breaker", "firing")]
+        # Both guards share one API key's rate limit at the simulator (10/s): let its bucket
+        # refill, so the second sweep is timed against the webhook, not against a 429.
+        await asyncio.sleep(1.1)
         async with recording() as bad_events, Receiver(mode, hang_s=30) as bad:
             with_bad = await breaker_sweep(sim, tmp_path / "bad", market_clock, bad, bad_events)
             tries = len(bad.hits)
