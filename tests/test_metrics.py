@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from guard.clock import EXCHANGE_TZ, FakeClock
 from guard.evaluate.decision import HoldKind
-from guard.record.metrics import Metrics, held_label
+from guard.record.metrics import HELD_LABELS, Metrics, held_label
 from guard.schedule.scheduler import SchedulerDriver
 from guard.simulator.control import Simulator
 from guard.simulator.faults import Fault
@@ -97,8 +97,9 @@ def test_held_orders_are_labelled_by_their_hold_kind_not_their_words() -> None:
     assert value(s, "ssi_guard_orders_matched_total") == len(HoldKind) + 2
 
 
-def test_the_labels_are_the_documented_ones() -> None:
+def test_the_labels_are_the_engines_hold_kinds_and_the_documented_ones() -> None:
     """README lists these for ssi_guard_orders_held_total{reason}."""
+    assert list(HELD_LABELS) == [k.value for k in HoldKind]
     assert [k.value for k in HoldKind] == [
         "protected", "banned_window", "already_cancelling", "not_cancellable", "nothing_left",
         "board_unknown", "account_not_guarded", "other"]

@@ -12,27 +12,34 @@ import contextlib
 import re
 from collections.abc import Mapping, MutableMapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from guard.evaluate.decision import HoldKind
 from guard.record.log import Observer
 
-__all__ = ["Metrics", "held_label"]
+__all__ = ["HELD_LABELS", "Metrics", "held_label"]
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+
+# The values of the engine's ``HoldKind`` (guard/evaluate/decision.py), which ``order.held``
+# carries as ``hold``: the only labels of ssi_guard_orders_held_total. Spelled out rather than
+# imported so that record does not depend on evaluate (the packages stay acyclic);
+# tests/test_metrics.py holds the two equal.
+HELD_LABELS: Final = ("protected", "banned_window", "already_cancelling", "not_cancellable",
+                      "nothing_left", "board_unknown", "account_not_guarded", "other")
+_OTHER: Final = "other"
 
 # Only for an ``order.held`` event that carries no ``hold`` field (a sweep.py that does not log
 # the kind yet): the engine's wording read back. Remove once every such event has ``hold``.
 _KINDS_FROM_TEXT = (
-    (re.compile(r"banned|not a trading day|is a holiday"), HoldKind.BANNED_WINDOW.value),
-    (re.compile(r"protected"), HoldKind.PROTECTED.value),
-    (re.compile(r"already cancelling"), HoldKind.ALREADY_CANCELLING.value),
-    (re.compile(r"not cancellable"), HoldKind.NOT_CANCELLABLE.value),
-    (re.compile(r"nothing left"), HoldKind.NOTHING_LEFT.value),
-    (re.compile(r"board unknown"), HoldKind.BOARD_UNKNOWN.value),
-    (re.compile(r"not guarded"), HoldKind.ACCOUNT_NOT_GUARDED.value),
+    (re.compile(r"banned|not a trading day|is a holiday"), "banned_window"),
+    (re.compile(r"protected"), "protected"),
+    (re.compile(r"already cancelling"), "already_cancelling"),
+    (re.compile(r"not cancellable"), "not_cancellable"),
+    (re.compile(r"nothing left"), "nothing_left"),
+    (re.compile(r"board unknown"), "board_unknown"),
+    (re.compile(r"not guarded"), "account_not_guarded"),
 )
 
 
@@ -44,11 +51,9 @@ def held_label(event: Mapping[str, Any]) -> str:
     if hold is None:
         reason = str(event.get("reason", ""))
         return next((kind for pattern, kind in _KINDS_FROM_TEXT if pattern.search(reason)),
-                    HoldKind.OTHER.value)
-    try:
-        return HoldKind(str(hold)).value
-    except ValueError:
-        return HoldKind.OTHER.value
+                    _OTHER)
+    label = str(hold)
+    return label if label in HELD_LABELS else _OTHER
 
 
 def _float(value: Any) -> float:
