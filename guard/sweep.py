@@ -131,8 +131,8 @@ def _log_decisions(log: Any, decisions: list[Decision]) -> None:
         o = d.order
         bound = log.bind(account=o.account, order_id=o.order_id, symbol=o.symbol,
                          rule=",".join(d.rules))
-        if d.held:
-            bound.info("order.held", reason=d.held, status=o.status)
+        if d.hold is not None:
+            bound.info("order.held", reason=d.hold.text, hold=d.hold.kind.value, status=o.status)
         else:
             bound.info("order.matched", reason=d.reason,
                        remaining=o.remaining, status=o.status, side=o.side,

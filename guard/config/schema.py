@@ -167,8 +167,8 @@ _BAD_HOST = "the host is not a valid name or IP address"
 
 def _webhook(value: str) -> str:
     """An http(s) URL that the alert sender (httpx) can send to, checked here so that a typo
-    (``:18o99``) fails ``validate`` instead of the delivery at run time. The value may hold a token (in its path,
-    query or user info), so no message ever quotes any part of it."""
+    (``:18o99``) fails ``validate`` instead of the delivery at run time. The value may hold a
+    token (in its path, query or user info), so no message ever quotes any part of it."""
     if any(c.isspace() or not c.isprintable() for c in value):
         raise _err("url", "the URL contains a space or a control character")
     if not _WEBHOOK_SCHEME.match(value):

@@ -9,7 +9,6 @@ scrape time by ``refresh``. Every series name starts with ``ssi_guard_``.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Mapping, MutableMapping
 from datetime import datetime
 from typing import Any, Final
@@ -30,29 +29,11 @@ HELD_LABELS: Final = ("protected", "banned_window", "already_cancelling", "not_c
                       "nothing_left", "board_unknown", "account_not_guarded", "other")
 _OTHER: Final = "other"
 
-# Only for an ``order.held`` event that carries no ``hold`` field (a sweep.py that does not log
-# the kind yet): the engine's wording read back. Remove once every such event has ``hold``.
-_KINDS_FROM_TEXT = (
-    (re.compile(r"banned|not a trading day|is a holiday"), "banned_window"),
-    (re.compile(r"protected"), "protected"),
-    (re.compile(r"already cancelling"), "already_cancelling"),
-    (re.compile(r"not cancellable"), "not_cancellable"),
-    (re.compile(r"nothing left"), "nothing_left"),
-    (re.compile(r"board unknown"), "board_unknown"),
-    (re.compile(r"not guarded"), "account_not_guarded"),
-)
-
-
 def held_label(event: Mapping[str, Any]) -> str:
     """The bounded label of an ``order.held`` event: its ``hold`` field, the engine's
     ``HoldKind`` (the reason text itself has unbounded values). A value that is not a
     ``HoldKind`` counts as ``other``, so the label set stays the documented one."""
-    hold = event.get("hold")
-    if hold is None:
-        reason = str(event.get("reason", ""))
-        return next((kind for pattern, kind in _KINDS_FROM_TEXT if pattern.search(reason)),
-                    _OTHER)
-    label = str(hold)
+    label = str(event.get("hold"))
     return label if label in HELD_LABELS else _OTHER
 
 
