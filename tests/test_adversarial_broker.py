@@ -9,6 +9,22 @@ between a read and a cancel), and runs a live sweep through the real ``ssi_sdk``
 The invariants are checked from evidence the guard does not control: the simulator's record
 of every request (what DELETEs it got, what each book read showed), the exchange's own list
 of accepted cancels, and the journal. The allowed set is computed from the seeded book alone.
+A "valid read" is a 200 book reply that was not cut or duplicated (lies a guard can detect);
+a flipped status is a lie it cannot detect, so it counts as what the guard was shown.
+
+- I0 no sweep raises on a hostile reply (it ends incomplete instead);
+- I1 no DELETE names an order outside the allowed set (stale, not keep-, cancellable);
+- I2 no DELETE names a protected order;
+- I3 no DELETE without a valid read of its account before it, nor to an order that the last
+  such read showed WC or final;
+- I4 every order sent a DELETE has a journal intent (or a ``cancel.sent`` line), and every
+  intent exactly one outcome, final or ``unconfirmed``;
+- I5 ``complete`` is what the report and the journal say, and a complete sweep left no stale
+  order open at the exchange (unless a flipped status hid it);
+- I6 the journal never records as accepted, or as cancelled, a cancel the exchange refused;
+- I7 no order is cancelled twice at the exchange;
+- I8 an order is sent a DELETE again only after a valid read, since the last one, showed it
+  still open (resend only on proof).
 
 Bounded for CI: ``EXAMPLES`` derandomized examples, no shrinking (set ``ADVERSARIAL_SHRINK=1``
 to shrink a failure locally to a minimal example; ``ADVERSARIAL_EXAMPLES=n`` for more).
