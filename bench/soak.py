@@ -57,7 +57,7 @@ from typing import Any
 
 from guard.clock import EXCHANGE_TZ, FakeClock
 from guard.record.log import configure_logging
-from guard.runtime import open_guard
+from guard.service.runtime import open_guard
 from guard.simulator.control import DEFAULT_SYMBOLS, Simulator
 from guard.sweep import run_sweep
 

@@ -173,8 +173,8 @@ async def _sweep_once(args: argparse.Namespace, trigger: str, *, dry: bool,
     """
     import structlog
 
-    from guard.ops import alerting
-    from guard.runtime import check_holiday_data, open_guard
+    from guard.service.ops import alerting
+    from guard.service.runtime import check_holiday_data, open_guard
     from guard.sweep import run_sweep
 
     log = structlog.get_logger("guard")
@@ -329,7 +329,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.once:
         return cmd_run_once(args)
-    from guard.daemon import run_daemon
+    from guard.service.daemon import run_daemon
 
     _setup_logging(args)
     # ``--at`` without ``--once`` is a rehearsal: the daemon's market clock starts at that
@@ -357,7 +357,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     stopped, or when there is no daemon status at all."""
     import time as _time
 
-    from guard.health import pid_alive, read_status
+    from guard.service.health import pid_alive, read_status
     from guard.settings import resolve_state_dir
 
     state_dir = resolve_state_dir(create=False)
@@ -410,7 +410,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from guard.demo import run_demo
+    from guard.service.demo import run_demo
 
     state_dir = Path(args.state_dir) if args.state_dir else None
     if state_dir is not None:

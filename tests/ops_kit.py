@@ -19,11 +19,11 @@ from typing import Any, Literal
 from aiohttp import web
 
 from guard.clock import Clock
-from guard.daemon import Daemon
-from guard.ops import Ops, operations
 from guard.record.log import add_observers, remove_observers
-from guard.runtime import open_guard
 from guard.schedule.triggers import JobSpec
+from guard.service.daemon import Daemon
+from guard.service.ops import Ops, operations
+from guard.service.runtime import open_guard
 from guard.simulator.control import Simulator
 
 ACCT = "0001234"

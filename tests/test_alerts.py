@@ -17,9 +17,9 @@ from apscheduler.triggers.base import BaseTrigger
 from ops_kit import ACCT, BOOK, OTHER, Receiver, job, recording, rules_yaml, running_guard, until
 
 from guard.clock import EXCHANGE_TZ, FakeClock
-from guard.record.alerts import Alert, Alerter, AlertRules, render_body
 from guard.schedule.scheduler import SchedulerDriver
 from guard.schedule.triggers import JobSpec
+from guard.service.alerts import Alert, Alerter, AlertRules, render_body
 from guard.simulator.control import Simulator
 from guard.simulator.faults import Fault
 

@@ -16,9 +16,9 @@ from typing import Any
 from ops_kit import ACCT, OTHER, Receiver, recording, rules_yaml, running_guard, until
 
 from guard.clock import FakeClock
-from guard.record.alerts import Alerter, AlertRules
 from guard.record.log import add_observers, remove_observers
-from guard.record.metrics import Metrics
+from guard.service.alerts import Alerter, AlertRules
+from guard.service.metrics import Metrics
 from guard.simulator.control import Simulator
 
 BAD_PORT = "http://127.0.0.1:18o99/hook"  # passed `validate` before: httpx.InvalidURL on send

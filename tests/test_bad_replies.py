@@ -29,9 +29,9 @@ from sweep_kit import (
     rules_text,
 )
 
-from guard.daemon import Daemon
-from guard.notify import Notifier
-from guard.runtime import open_guard
+from guard.service.daemon import Daemon
+from guard.service.notify import Notifier
+from guard.service.runtime import open_guard
 from guard.simulator.control import Simulator
 
 STALE = timedelta(minutes=20)

@@ -1,4 +1,4 @@
-"""``run --once`` and ``check`` alert through the daemon's path (``guard.ops.alerting``):
+"""``run --once`` and ``check`` alert through the daemon's path (``guard.service.ops.alerting``):
 real subprocesses against the simulator, POSTing to a real HTTP receiver on loopback.
 
 A cron or systemd-timer deployment runs ``run --once``: a breaker trip, an unconfirmed cancel
@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from ops_kit import ACCT, OTHER, Receiver, rules_yaml, until
 
-from guard.ops import alerting
+from guard.service.ops import alerting
 from guard.simulator.control import Simulator
 
 STALE = timedelta(minutes=20)

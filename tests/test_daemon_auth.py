@@ -26,9 +26,9 @@ from log_kit import Recorder
 from guard.broker.adapter import Broker
 from guard.broker.tokens import TokenCache
 from guard.clock import EXCHANGE_TZ
-from guard.daemon import Daemon
-from guard.notify import Notifier
-from guard.runtime import open_guard
+from guard.service.daemon import Daemon
+from guard.service.notify import Notifier
+from guard.service.runtime import open_guard
 from guard.settings import load_credentials
 from guard.simulator.control import Simulator
 

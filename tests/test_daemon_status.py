@@ -15,7 +15,7 @@ import pytest
 
 from guard.cli import main
 from guard.clock import EXCHANGE_TZ
-from guard.health import Health, pid_alive, read_status, write_status
+from guard.service.health import Health, pid_alive, read_status, write_status
 
 NOW = datetime(2026, 11, 23, 10, 0, 5, tzinfo=EXCHANGE_TZ)
 

@@ -56,10 +56,10 @@ from sweep_kit import (
 from guard.broker.adapter import Broker
 from guard.broker.tokens import TokenCache
 from guard.clock import FakeClock
-from guard.daemon import Daemon
 from guard.errors import BrokerUnavailable, ReauthRequired
-from guard.notify import Notifier
 from guard.record.journal import Journal
+from guard.service.daemon import Daemon
+from guard.service.notify import Notifier
 from guard.settings import load_credentials
 from guard.simulator.control import Simulator
 from guard.simulator.faults import Fault

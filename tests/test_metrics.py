@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from guard.clock import EXCHANGE_TZ, FakeClock
 from guard.evaluate.decision import HoldKind
-from guard.record.metrics import HELD_LABELS, Metrics, held_label
 from guard.schedule.scheduler import SchedulerDriver
+from guard.service.metrics import HELD_LABELS, Metrics, held_label
 from guard.simulator.control import Simulator
 from guard.simulator.faults import Fault
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from guard.notify import Notifier
+from guard.service.notify import Notifier
 
 
 @pytest.fixture

@@ -33,8 +33,8 @@ from guard.broker.adapter import Broker
 from guard.broker.tokens import TokenCache
 from guard.clock import EXCHANGE_TZ
 from guard.errors import ReauthRequired
-from guard.lock import StateLock
-from guard.runtime import open_guard
+from guard.service.lock import StateLock
+from guard.service.runtime import open_guard
 from guard.settings import load_credentials, resolve_state_dir
 from guard.simulator.control import Simulator
 from guard.simulator.faults import Fault

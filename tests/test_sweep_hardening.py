@@ -32,9 +32,9 @@ from sweep_kit import (
     rules_text,
 )
 
-from guard.daemon import Daemon
 from guard.errors import JournalError
-from guard.notify import Notifier
+from guard.service.daemon import Daemon
+from guard.service.notify import Notifier
 from guard.simulator.control import Simulator
 from guard.simulator.faults import Fault
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sweep_kit import ACCT, BATCH, OTHER, answered, rules_text
 
-from guard.runtime import open_guard
+from guard.service.runtime import open_guard
 from guard.simulator.control import Simulator
 from guard.simulator.faults import Fault
 from guard.sweep import run_sweep

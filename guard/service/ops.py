@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from guard.errors import ConfigError
-from guard.ops_http import OpsServer
-from guard.record.alerts import Alerter, AlertRules, Format
 from guard.record.log import add_observers, remove_observers
-from guard.record.metrics import Metrics
+from guard.service.alerts import Alerter, AlertRules, Format
+from guard.service.metrics import Metrics
+from guard.service.ops_http import OpsServer
 
 if TYPE_CHECKING:
-    from guard.health import Health
     from guard.schedule.scheduler import SchedulerDriver
+    from guard.service.health import Health
     from guard.sweep import SweepContext
 
 __all__ = ["Ops", "alerting", "operations"]

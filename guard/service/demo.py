@@ -20,9 +20,9 @@ from typing import Any, TextIO
 import structlog
 
 from guard.clock import EXCHANGE_TZ, FakeClock
-from guard.daemon import Daemon
-from guard.runtime import open_guard
 from guard.schedule.triggers import JobSpec
+from guard.service.daemon import Daemon
+from guard.service.runtime import open_guard
 from guard.simulator.control import Simulator
 
 __all__ = ["DEMO_DAY", "DemoView", "run_demo"]

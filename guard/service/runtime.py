@@ -18,10 +18,10 @@ from guard.broker.adapter import DEFAULT_RATE_LIMIT, Broker
 from guard.broker.tokens import TokenCache
 from guard.clock import EXCHANGE_TZ, Clock, system_clock
 from guard.config.loader import load_rules
-from guard.lock import StateLock
 from guard.market.calendar import MarketCalendar
 from guard.market.holidays import build_calendar
 from guard.record.journal import Journal
+from guard.service.lock import StateLock
 from guard.settings import load_credentials, resolve_state_dir
 from guard.sweep import SweepContext
 

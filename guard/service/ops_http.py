@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from guard.record.metrics import Metrics
+from guard.service.metrics import Metrics
 
 __all__ = ["OpsServer"]
 

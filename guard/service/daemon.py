@@ -29,12 +29,12 @@ from guard.errors import (
     JournalError,
     ReauthRequired,
 )
-from guard.health import Health, write_status
 from guard.market.holidays import build_calendar
-from guard.notify import Notifier
-from guard.runtime import check_holiday_data
 from guard.schedule.scheduler import RehearsalClock, SchedulerDriver
 from guard.schedule.triggers import JobSpec, plan_jobs
+from guard.service.health import Health, write_status
+from guard.service.notify import Notifier
+from guard.service.runtime import check_holiday_data
 from guard.snapshot.fetch import take_snapshot
 from guard.sweep import SweepContext, SweepReport, run_sweep
 
@@ -464,8 +464,8 @@ def _unread_reason(failures: tuple[tuple[str, str], ...]) -> str | None:
 
 async def _serve(rules_path: str, force_dry_run: bool, metrics_port: int | None = None,
                  start_at: datetime | None = None) -> int:
-    from guard.ops import operations
-    from guard.runtime import open_guard
+    from guard.service.ops import operations
+    from guard.service.runtime import open_guard
 
     log = structlog.get_logger("guard")
     notifier = Notifier()
