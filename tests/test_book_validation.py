@@ -189,6 +189,27 @@ def test_an_empty_page_of_a_non_empty_book_is_refused(body: dict[str, Any], sim:
     assert_unread_nothing_decided(guard, sim, "totalRecord 3 but 0 rows", Recorder())
 
 
+# Numbers past any plausible order, on the wire: before, the SDK's to_int turned a quantity of
+# "1e999999999" into a billion-digit int (the sweep hung) and such a price raised an
+# OverflowError (the sweep crashed).
+HUGE: dict[str, tuple[str, Any, str]] = {
+    "quantity-1e999999999": ("quantity", "1e999999999", "field quantity is out of range"),
+    "filledQty-negative-huge": ("filledQty", "-1e999999999", "field filledQty is out of range"),
+    "price-5000-digits": ("price", "9" * 5000, "field price is '99"),
+    "price-1e999999999": ("price", "1e999999999", "not a plausible price"),
+}
+
+
+@pytest.mark.parametrize("case", list(HUGE))
+def test_a_number_past_any_order_is_refused_not_computed(case: str, sim: Simulator,
+                                                         tmp_path: Path) -> None:
+    a = sim.seed_order(ACCT, "SSI", "B", 27_000, 100, age=STALE)
+    field, value, says = HUGE[case]
+    sim.override_reply("GET", BOOK, book(wire(sim, a, **{field: value})), times=1)
+    guard = Guard(sim, tmp_path / "state", ONE_ACCOUNT)
+    assert_unread_nothing_decided(guard, sim, says, Recorder())
+
+
 # ---- rows of another account -----------------------------------------------------------------
 
 
@@ -222,6 +243,19 @@ def row(order_id: Any, **changes: Any) -> dict[str, Any]:
 def test_ids_the_broker_could_read_as_one_order_are_duplicates(first: Any, second: Any) -> None:
     with pytest.raises(BrokerReplyError, match="listed twice"):
         parse_order_book({"accountNo": ACCT, "orderList": [row(first), row(second)]}, ACCT)
+
+
+def test_a_no_content_marker_with_rows_is_refused() -> None:
+    with pytest.raises(BrokerReplyError, match="says No Content"):
+        parse_order_book({"code": 204, "msg": "No Content", "orderList": [row("1")]}, ACCT)
+
+
+@pytest.mark.parametrize("total", ["9" * 5000, "1e999999999", 10**13, 1e300])
+def test_a_huge_total_is_refused_in_a_line(total: Any) -> None:
+    with pytest.raises(BrokerReplyError, match="totalRecord is out of range") as caught:
+        parse_order_book({"accountNo": ACCT, "orderList": [row("1")], "totalRecord": total},
+                         ACCT)
+    assert len(str(caught.value)) < 300
 
 
 def test_distinct_ids_are_read() -> None:

@@ -8,6 +8,10 @@ SDK/httpx failures into a small, honest set of errors:
   write that may or may not have been applied: timeout, 5xx, dropped connection),
   ``unavailable`` (nothing was sent: connection refused), ``refused`` (the broker said no);
 - ``BrokerReplyError``: the reply did not parse. Nothing is ever decided from such a reply.
+
+Replies are read from the raw JSON where the SDK's models would guess: an order book is
+checked row by row and then as a whole (``parse_order_book``), and a cancel is accepted only
+on the broker's explicit ``success: true`` (``_cancel_reply``).
 """
 
 from __future__ import annotations
@@ -264,6 +268,20 @@ def _raw_whole(value: Any) -> bool:
     return False
 
 
+def _raw_in_range(value: Any) -> bool:
+    """False for a number (or numeric string) beyond ``MAX_PLAUSIBLE`` either way. Checked
+    before the SDK parses the row: its ``to_int`` turns "1e999999999" into an int with a
+    billion digits (the guard hangs), and a price of "9" * 5000 overflows a float."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return True  # not a number: the type checks name it
+    try:
+        number = Decimal(value.strip().replace(",", "")) if isinstance(value, str) else (
+            Decimal(value))
+    except InvalidOperation:
+        return True
+    return not number.is_finite() or -MAX_PLAUSIBLE <= number <= MAX_PLAUSIBLE
+
+
 # The quantities of an order and the keys the SDK reads them from (``pick``: the first that
 # is present and not null). ``filledQty``/``cancelQty`` may be absent (0, as the SDK reads it).
 _RAW_QUANTITIES = (("quantity", ("quantity",), True),
@@ -290,9 +308,13 @@ def _check_raw_order(item: Any, index: int, account: str) -> None:
             continue
         if not _raw_whole(value):
             raise BrokerReplyError(f"{where}: field {name} is {_show(value)}, not a whole number")
+        if not _raw_in_range(value):
+            raise BrokerReplyError(f"{where}: field {name} is out of range ({_show(value)})")
     price = item.get("price")
     if price is not None and (isinstance(price, bool) or not isinstance(price, str | int | float)):
         raise BrokerReplyError(f"{where}: field price is {_kind(price)}, not a number")
+    if not _raw_in_range(price):
+        raise BrokerReplyError(f"{where}: field price is {_show(price)}, not a plausible price")
     # The SDK stamps every row with the reply's top-level accountNo and ignores the row's own.
     owner = item.get("accountNo")
     if owner not in (None, "") and str(owner) != account:
@@ -309,7 +331,10 @@ def _claimed_total(body: dict[str, Any], where: str) -> int | None:
     if not _raw_whole(total):
         raise BrokerReplyError(f"{where}: field totalRecord is {_show(total)}, not a whole "
                                "number")
-    return int(Decimal(str(total).strip().replace(",", "")))
+    count = Decimal(str(total).strip().replace(",", ""))
+    if not -MAX_PLAUSIBLE <= count <= MAX_PLAUSIBLE:  # before int(): 1e999999999 is too big
+        raise BrokerReplyError(f"{where}: field totalRecord is out of range")
+    return int(count)
 
 
 def _id_key(order_id: str) -> str:
@@ -356,21 +381,23 @@ def parse_order_book(body: Any, account: str) -> tuple[BookOrder, ...]:
         raise BrokerReplyError(f"{where} is {_kind(body)}, not an object")
     total = _claimed_total(body, where)
     rows = body.get("orderList")
-    if not body or is_no_content(body) or ("orderList" in body and rows is None) or (
-        "orderList" not in body and total == 0
-    ):
+    if rows is None and (not body or is_no_content(body) or "orderList" in body or total == 0):
         rows = []
-    elif "orderList" not in body:
+    elif rows is None:
         raise BrokerReplyError(f"{where} has no orderList (keys: {_show(sorted(map(str, body)))})")
     if not isinstance(rows, list):
         raise BrokerReplyError(f"{where}: field orderList is {_kind(rows)}, not a list")
+    if rows and is_no_content(body):
+        raise BrokerReplyError(f"{where} says No Content (code 204) but lists {len(rows)} rows")
     if len(rows) >= MAX_BOOK_ROWS:
         raise BrokerReplyError(f"account {account}: {len(rows)} orders in one page; the book "
                                "may be cut")
     if total is not None and total != len(rows):
-        raise BrokerReplyError(f"account {account}: the reply says totalRecord {total} but "
-                               f"{len(rows)} row{'' if len(rows) == 1 else 's'} came; the book "
-                               "may be cut")
+        raise BrokerReplyError(
+            f"account {account}: the reply says totalRecord {_show(total)} but {len(rows)} "
+            f"row{'' if len(rows) == 1 else 's'} came; "
+            + ("the book may be cut" if total > len(rows) else "the rows do not add up")
+        )
     if not rows:
         return ()
     for index, item in enumerate(rows):
