@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from log_kit import Recorder
 from sweep_kit import ACCT, BOOK, OTHER, Guard, rules_text
 
-from guard.broker.adapter import parse_order_book
+from guard.broker.adapter import _money, parse_order_book
 from guard.errors import BrokerReplyError
 from guard.simulator.control import Simulator
 
@@ -326,3 +326,11 @@ def test_any_book_with_unique_ids_and_its_own_total_is_read_whole(
         del body["totalRecord"]
     orders = parse_order_book(body, ACCT)
     assert [o.order_id for o in orders] == [r["orderId"] for r in rows]
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_a_cash_figure_the_sdk_read_as_infinite_is_refused(value: float) -> None:
+    """The SDK's ``to_float`` reads "1e999999999" as infinity (and the cash released would be
+    infinite)."""
+    with pytest.raises(BrokerReplyError, match="withdrawable is not a finite number"):
+        _money(value, "withdrawable")

@@ -500,9 +500,13 @@ def _batch_replies(body: Any, items: Sequence[tuple[str, str]]) -> list[CancelRe
 
 
 def _money(value: Any, name: str) -> Decimal:
+    """A cash figure as the SDK read it; its ``to_float`` reads "1e999999999" as infinity."""
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise BrokerReplyError(f"cash field {name} is not a number")
-    return Decimal(str(value))
+    number = Decimal(str(value))
+    if not number.is_finite():
+        raise BrokerReplyError(f"cash field {name} is not a finite number")
+    return number
 
 
 class Broker:
