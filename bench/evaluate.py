@@ -39,9 +39,9 @@ from guard.config.loader import load_rules_text
 from guard.evaluate.boards import BoardMap
 from guard.evaluate.engine import Decision, _sorted_live, evaluate
 from guard.market.holidays import build_calendar
+from guard.model import BookOrder
 from guard.simulator.control import DEFAULT_SYMBOLS, Simulator
 from guard.simulator.faults import Fault
-from guard.snapshot.model import BookOrder
 
 REPEATS = 7
 INNER_1K = 10  # 1,000-order evaluations per timed sample (then divided)

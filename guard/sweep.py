@@ -16,16 +16,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from guard.act.plan import CancelPlan, plan_cancels
-from guard.act.send import SendAborted, SendResult, send_plan
+from guard.act.send import SendAborted, send_plan
 from guard.broker.adapter import Broker
 from guard.clock import EXCHANGE_TZ, Clock, system_clock
 from guard.config.schema import RulesFile
 from guard.confirm.cash import CashRelease, cash_release
-from guard.confirm.confirm import Outcome, confirm
+from guard.confirm.confirm import confirm
 from guard.confirm.reconcile import reconcile
 from guard.errors import JournalError
 from guard.evaluate.engine import Decision, evaluate
 from guard.market.calendar import MarketCalendar
+from guard.model import Outcome, SendResult
 from guard.record.journal import Journal
 from guard.snapshot.boards import BoardResolver
 from guard.snapshot.fetch import Snapshot, read_cash, take_snapshot

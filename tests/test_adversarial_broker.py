@@ -48,6 +48,7 @@ from log_kit import Recorder
 from sweep_kit import ACCT, BATCH, BOOK, OTHER, SINGLE, Guard, answered, rules_text
 
 from guard.clock import EXCHANGE_TZ, FakeClock
+from guard.model import TERMINAL_STATUSES
 from guard.record.journal import Journal
 from guard.simulator import hostile as hostile_rewrites
 from guard.simulator.control import Simulator
@@ -57,7 +58,7 @@ from guard.sweep import SweepReport
 # A Monday, mid-morning continuous trading on every board.
 MONDAY = datetime(2026, 11, 23, 10, 0, 0, tzinfo=EXCHANGE_TZ)
 ACCOUNTS = (ACCT, OTHER)
-FINAL = frozenset({"FF", "CL", "RJ", "EX", "FFPC"})
+FINAL = TERMINAL_STATUSES
 SHOWN_NOT_OPEN = FINAL | {"WC"}
 OUTCOME_KINDS = frozenset({"cancelled", "partially_cancelled", "filled_first", "already_done",
                            "failed", "unconfirmed"})

@@ -6,12 +6,9 @@ from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 
-from guard.act.plan import CancelTarget
-from guard.act.send import SendResult
 from guard.clock import EXCHANGE_TZ
 from guard.confirm.cash import cash_release, expected_release
-from guard.confirm.confirm import Outcome, OutcomeKind
-from guard.snapshot.model import BookOrder, CashFigures
+from guard.model import BookOrder, CancelTarget, CashFigures, Outcome, OutcomeKind, SendResult
 
 T0 = datetime(2026, 11, 23, 9, 30, tzinfo=EXCHANGE_TZ)
 BUY = BookOrder(account="0001234", order_id="1", client_request_id="c", symbol="SSI", side="B",

@@ -10,12 +10,10 @@ from typing import Any
 
 import pytest
 
-from guard.act.plan import CancelTarget
-from guard.act.send import SendResult, SendStatus
 from guard.broker.adapter import BrokerCallError
 from guard.clock import EXCHANGE_TZ
-from guard.confirm.confirm import FINAL_OK, Outcome, classify, confirm
-from guard.snapshot.model import BookOrder
+from guard.confirm.confirm import classify, confirm
+from guard.model import FINAL_OK, BookOrder, CancelTarget, Outcome, SendResult, SendStatus
 
 T0 = datetime(2026, 11, 23, 9, 30, tzinfo=EXCHANGE_TZ)
 BEFORE = BookOrder(account="0001234", order_id="1", client_request_id="c1", symbol="SSI",

@@ -41,6 +41,7 @@ import pytest
 from sweep_kit import ACCT, BATCH, BOOK, OTHER, SINGLE, rules_text
 
 from guard.clock import EXCHANGE_TZ, FakeClock
+from guard.model import TERMINAL_STATUSES
 from guard.record.journal import Journal
 from guard.simulator.control import Simulator
 from guard.simulator.faults import Fault
@@ -53,7 +54,7 @@ STALE = timedelta(minutes=20)
 SYMBOLS = ("SSI", "VNM", "FPT", "HPG", "MWG", "VCB")
 PHASES = ("after_intent",) * 7 + ("mid_batch",) * 7 + ("before_confirm",) * 6
 POLL_S = 0.005
-FINAL = frozenset({"CL", "FFPC", "FF", "RJ", "EX"})
+FINAL = TERMINAL_STATUSES
 PROVEN = frozenset({"cancelled", "partially_cancelled", "filled_first", "already_done"})
 
 

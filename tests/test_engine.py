@@ -15,7 +15,7 @@ from guard.evaluate.boards import BoardMap, normalise_board
 from guard.evaluate.engine import Decision, HoldKind, Match, evaluate
 from guard.market.calendar import Board
 from guard.market.holidays import build_calendar
-from guard.snapshot.model import BookOrder
+from guard.model import BookOrder
 
 FRIDAY = date(2026, 11, 27)
 CAL = build_calendar()

@@ -21,7 +21,7 @@ from guard.config.schema import CANCELLABLE_CHOICES, ORDER_TYPES, Rule, RulesFil
 from guard.evaluate.engine import Decision, evaluate
 from guard.market.calendar import Board
 from guard.market.holidays import build_calendar
-from guard.snapshot.model import BookOrder
+from guard.model import TERMINAL_STATUSES, BookOrder
 
 CAL = build_calendar([date(2026, 11, 24)])
 ACCOUNTS = ["0001234", "0001238"]
@@ -29,7 +29,7 @@ BOARDS = {"SSI": Board.HOSE, "SHS": Board.HNX, "BSR": Board.UPCOM, "VN30F2612": 
 SYMBOLS = [*BOARDS, "FOO", "VNM"]
 STATUSES = ["PD", "WA", "RS", "SD", "QU", "PF", "IAV", "WC", "WM", "FF", "CL", "RJ", "EX",
             "FFPC", "SOI", "ZZ"]
-TERMINAL = {"FF", "CL", "RJ", "EX", "FFPC"}
+TERMINAL = TERMINAL_STATUSES
 PREFIXES = ["keep-", "manual-"]
 # Fri 28 Aug 2026 .. Fri 4 Sep 2026 spans a weekend and three holidays.
 START = datetime(2026, 8, 28, 0, 0, tzinfo=EXCHANGE_TZ)

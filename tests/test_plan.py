@@ -13,7 +13,7 @@ from guard.act.plan import CancelPlan, plan_cancels
 from guard.clock import EXCHANGE_TZ
 from guard.evaluate.engine import Decision, Match, Verdict
 from guard.market.calendar import Board
-from guard.snapshot.model import BookOrder
+from guard.model import BookOrder
 
 T0 = datetime(2026, 11, 23, 9, 30, tzinfo=EXCHANGE_TZ)
 

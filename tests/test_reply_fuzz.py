@@ -19,7 +19,7 @@ from ssi_sdk.models import Order
 from guard.broker.adapter import MARKET_PRICE_WORDS, parse_order_book, to_book_order
 from guard.clock import EXCHANGE_TZ
 from guard.errors import BrokerReplyError
-from guard.snapshot.model import BookOrder
+from guard.model import BookOrder
 
 ACCT = "0001234"
 FAST = settings(max_examples=150, deadline=None, derandomize=True,

@@ -19,8 +19,8 @@ from guard.clock import EXCHANGE_TZ
 from guard.errors import ReauthRequired
 from guard.evaluate.engine import Decision, Match, Verdict
 from guard.market.calendar import Board
+from guard.model import BookOrder
 from guard.record.journal import Journal
-from guard.snapshot.model import BookOrder
 
 T0 = datetime(2026, 11, 23, 9, 30, tzinfo=EXCHANGE_TZ)
 

@@ -27,7 +27,7 @@ from guard.evaluate.kinds import (
 )
 from guard.market.calendar import Board, MarketCalendar
 from guard.market.holidays import build_calendar
-from guard.snapshot.model import BookOrder
+from guard.model import BookOrder
 
 # How schema.py declares a rule's trigger: the keys of which a rule needs exactly one.
 SCHEMA_TRIGGERS: tuple[str, ...] = schema._TRIGGERS

@@ -14,24 +14,11 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from guard.evaluate.engine import Decision
-from guard.snapshot.model import BookOrder
+from guard.model import CancelTarget
 
 __all__ = ["CancelPlan", "CancelTarget", "plan_cancels"]
 
 DEFAULT_BATCH_SIZE = 20
-
-
-@dataclass(frozen=True, slots=True)
-class CancelTarget:
-    """One order the rules want cancelled, with the rules and reasons that chose it."""
-
-    order: BookOrder
-    rules: tuple[str, ...]
-    reason: str
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.order.account, self.order.order_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,35 +28,18 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any
 
-from guard.act.plan import CancelPlan, CancelTarget
+from guard.act.plan import CancelPlan
 from guard.broker.adapter import Broker, BrokerCallError, CancelReply
 from guard.errors import BrokerReplyError, GuardError, JournalError
+from guard.model import PENDING_CANCEL, BookOrder, CancelTarget, SendResult, SendStatus
 from guard.record.journal import Journal
-from guard.snapshot.model import BookOrder
 
 __all__ = ["SendAborted", "SendResult", "send_plan"]
 
-# ``unknown``: a request that may have been applied, with no read of the book to prove either
-# way before ``proof_timeout``; never resent, and confirmation asks the book.
-SendStatus = Literal["accepted", "refused", "not_sent", "unknown"]
-TERMINAL = frozenset({"FF", "CL", "RJ", "EX", "FFPC"})
 AMBIGUOUS_GRACE_S = 0.5  # let a request the server is still applying land before re-reading
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    """What the broker said to one cancel: accepted (WC), refused (with its code), or never
-    sent (every attempt failed). ``intent_id`` links it to the journal."""
-
-    target: CancelTarget
-    intent_id: int
-    status: SendStatus
-    code: str
-    detail: str
 
 
 class SendAborted(GuardError):
@@ -308,7 +291,7 @@ def _keep_open_in(batch: _Batch, book: Sequence[BookOrder], log: Any, *,
             log.warning("cancel.not_resent", order_id=target.order.order_id,
                         reason="order missing from the book")
             continue
-        if now.status == "WC" or now.status in TERMINAL or now.remaining == 0:
+        if now.status == PENDING_CANCEL or now.final:
             batch.pending.remove(target)
             # WC: our request landed. Final: it landed and settled, or the order finished on
             # its own; either way there is nothing left to send, and confirm tells which.

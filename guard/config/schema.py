@@ -32,6 +32,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from guard.config.durations import DurationError, format_duration, parse_duration
 from guard.market.calendar import Board
+from guard.model import TERMINAL_STATUSES
 
 __all__ = [
     "CANCELLABLE_CHOICES",
@@ -49,7 +50,6 @@ __all__ = [
 ]
 
 # Status codes of ssi_sdk.enums.OrderStatus, grouped by what a cancel can do to them.
-TERMINAL_STATUSES: Final = frozenset({"FF", "CL", "RJ", "EX", "FFPC"})
 PENDING_STATUSES: Final = frozenset({"WC", "WM"})
 CANCELLABLE_CHOICES: Final = ("PD", "WA", "RS", "SD", "QU", "PF", "IAV")
 DEFAULT_CANCELLABLE: Final = ("WA", "RS", "SD", "QU", "PF")

@@ -7,8 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from guard.confirm.confirm import Outcome
-from guard.snapshot.model import CashFigures
+from guard.model import CashFigures, Outcome
 
 __all__ = ["CashRelease", "cash_release", "expected_release"]
 

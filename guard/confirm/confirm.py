@@ -14,38 +14,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, Literal
+from typing import Any
 
-from guard.act.send import SendResult
 from guard.broker.adapter import Broker, BrokerCallError
 from guard.errors import BrokerReplyError
-from guard.snapshot.model import BookOrder
+from guard.model import BookOrder, Outcome, OutcomeKind, SendResult
 
 __all__ = ["Outcome", "OutcomeKind", "classify", "confirm"]
-
-OutcomeKind = Literal[
-    "cancelled", "partially_cancelled", "filled_first", "already_done", "failed", "unconfirmed"
-]
-FINAL_OK = frozenset({"cancelled", "partially_cancelled", "filled_first", "already_done"})
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The final word on one cancel the guard decided."""
-
-    sent: SendResult
-    kind: OutcomeKind
-    cancelled_qty: int
-    final_status: str
-    detail: str
-    latency_s: float
-
-    @property
-    def ok(self) -> bool:
-        return self.kind in FINAL_OK
-
 
 def classify(sent: SendResult, now: BookOrder | None) -> tuple[OutcomeKind, int, str] | None:
     """Pure: the outcome that ``now`` (the order in a fresh book) proves, or None to wait."""

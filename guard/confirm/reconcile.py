@@ -24,14 +24,19 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from guard.act.plan import CancelTarget
-from guard.act.send import TERMINAL, SendResult
 from guard.broker.adapter import Broker, BrokerCallError
 from guard.clock import EXCHANGE_TZ
-from guard.confirm.confirm import Outcome, confirm
+from guard.confirm.confirm import confirm
 from guard.errors import BrokerReplyError
+from guard.model import (
+    PENDING_CANCEL,
+    TERMINAL_STATUSES,
+    BookOrder,
+    CancelTarget,
+    Outcome,
+    SendResult,
+)
 from guard.record.journal import Journal, OpenIntent
-from guard.snapshot.model import BookOrder
 
 __all__ = ["Reconciled", "reconcile"]
 
@@ -107,7 +112,7 @@ async def reconcile(broker: Broker, journal: Journal, *, wall: Callable[[], date
             deferred.add(sent.target.key)  # unread: decide on a later sweep
             continue
         now = book.get(order.order_id)
-        if now is not None and now.status != "WC" and now.status not in TERMINAL:
+        if now is not None and now.status != PENDING_CANCEL and now.status not in TERMINAL_STATUSES:
             intent = by_id[sent.intent_id]
             if (not intent.sweep_closed
                     and checked_at - intent.last_activity < on_the_wire):

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import NamedTuple, Protocol
 
 from guard.market.calendar import Board
-from guard.snapshot.model import BookOrder
+from guard.model import BookOrder
 
 __all__ = ["Decision", "Hold", "HoldKind", "Match", "Verdict", "Wording"]
 

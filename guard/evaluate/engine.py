@@ -29,12 +29,12 @@ from datetime import datetime
 from operator import attrgetter
 
 from guard.clock import EXCHANGE_TZ
-from guard.config.schema import TERMINAL_STATUSES, RulesFile
+from guard.config.schema import RulesFile
 from guard.evaluate._compiled import NO_TIMEZONE, NOT_GUARDED, NOTHING_LEFT, CompiledRules, Memo
 from guard.evaluate.decision import Decision, Hold, HoldKind, Match, Verdict
 from guard.evaluate.wording import RuleWording
 from guard.market.calendar import Board, MarketCalendar
-from guard.snapshot.model import BookOrder
+from guard.model import TERMINAL_STATUSES, BookOrder
 
 __all__ = ["Decision", "Hold", "HoldKind", "Match", "Verdict", "evaluate"]
 

@@ -18,7 +18,7 @@ from guard.config.schema import Rule
 from guard.evaluate.decision import Match
 from guard.evaluate.kinds import OrderTrigger, format_literal, kind_of
 from guard.market.calendar import Board
-from guard.snapshot.model import BookOrder
+from guard.model import BookOrder
 
 __all__ = ["RuleWording", "age_text"]
 

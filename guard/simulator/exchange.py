@@ -24,6 +24,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from guard.clock import EXCHANGE_TZ, Clock
+from guard.model import PENDING_CANCEL, TERMINAL_STATUSES
 
 __all__ = [
     "ERR_BAD_ORDER",
@@ -47,8 +48,8 @@ ERR_NOT_OWNER = "403201"
 ERR_BAD_ORDER = "400210"
 ERR_DUPLICATE = "409201"
 
-TERMINAL = frozenset({"FF", "CL", "RJ", "EX", "FFPC"})
-UNCANCELLABLE = TERMINAL | {"WC"}
+TERMINAL = TERMINAL_STATUSES
+UNCANCELLABLE = TERMINAL | {PENDING_CANCEL}
 MARKET_WORDS = frozenset({"ATO", "ATC", "MP", "MTL", "MOK", "MAK", "PLO"})
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from guard.broker.adapter import Broker, BrokerCallError
 from guard.errors import BrokerReplyError
-from guard.snapshot.model import AccountSnapshot, CashFigures
+from guard.model import AccountSnapshot, CashFigures
 
 __all__ = ["Snapshot", "read_cash", "take_snapshot"]
 
