@@ -36,9 +36,9 @@ from ssi_sdk import AsyncAuth, AsyncTrading
 
 from guard.clock import EXCHANGE_TZ, FakeClock
 from guard.config.loader import load_rules_text
-from guard.evaluate.boards import BoardMap
 from guard.evaluate.engine import Decision, _sorted_live, evaluate
 from guard.market.holidays import build_calendar
+from guard.market.instruments import BoardMap
 from guard.model import BookOrder
 from guard.simulator.control import DEFAULT_SYMBOLS, Simulator
 from guard.simulator.faults import Fault

@@ -28,6 +28,7 @@ from guard.evaluate.engine import Decision, evaluate
 from guard.market.calendar import MarketCalendar
 from guard.model import Outcome, SendResult
 from guard.record.journal import Journal
+from guard.record.log import Log
 from guard.snapshot.boards import BoardResolver
 from guard.snapshot.fetch import Snapshot, read_cash, take_snapshot
 
@@ -56,7 +57,7 @@ class SweepContext:
     journal: Journal
     state_dir: Path
     clock: Clock
-    log: Any
+    log: Log
     force_dry_run: bool = False
     wall: Clock = system_clock
     boards: BoardResolver | None = None
@@ -125,7 +126,7 @@ def _decision_rows(decisions: list[Decision], plan: CancelPlan) -> list[tuple[An
     return rows
 
 
-def _log_decisions(log: Any, decisions: list[Decision]) -> None:
+def _log_decisions(log: Log, decisions: list[Decision]) -> None:
     for d in decisions:
         if not d.verdict:
             continue
@@ -145,7 +146,7 @@ class _JournalWatch:
     is logged (``journal.write_failed``) and kept, and the sweep goes on proving and logging
     what it already sent; it ends by raising the first failure (exit 5)."""
 
-    def __init__(self, log: Any) -> None:
+    def __init__(self, log: Log) -> None:
         self.log = log
         self.error: JournalError | None = None
 
@@ -240,7 +241,7 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
         ctx.in_flight.difference_update(claimed)
 
 
-def _given_up(ctx: SweepContext, log: Any, decisions: list[Decision],
+def _given_up(ctx: SweepContext, log: Log, decisions: list[Decision],
               now: datetime) -> frozenset[tuple[str, str]]:
     """The selected orders whose cancels the broker accepted and never applied
     ``MAX_UNCONFIRMED`` times today: not sent again (each is an error in the log, and the
@@ -272,7 +273,7 @@ def _leave_out(snapshot: Snapshot, unread: tuple[tuple[str, str], ...]) -> Snaps
                     tuple(sorted(failures.items())))
 
 
-def _finish_aborted(ctx: SweepContext, sweep_id: int, log: Any, exc: BaseException) -> None:
+def _finish_aborted(ctx: SweepContext, sweep_id: int, log: Log, exc: BaseException) -> None:
     """Journal that the sweep ended early, if the journal still takes writes (a failing
     journal must not replace the error that ended the sweep with its own)."""
     try:
@@ -282,7 +283,7 @@ def _finish_aborted(ctx: SweepContext, sweep_id: int, log: Any, exc: BaseExcepti
         log.error("journal.write_failed", step="finish_sweep", error=str(again))
 
 
-async def _act(ctx: SweepContext, trigger: str, log: Any, t0: float, now: datetime,
+async def _act(ctx: SweepContext, trigger: str, log: Log, t0: float, now: datetime,
                sweep_id: int, dry: bool, snapshot: Snapshot, decisions: list[Decision],
                plan: CancelPlan, deferred: frozenset[tuple[str, str]],
                given_up: frozenset[tuple[str, str]], watch: _JournalWatch) -> SweepReport:

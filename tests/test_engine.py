@@ -11,10 +11,10 @@ import pytest
 
 from guard.clock import EXCHANGE_TZ
 from guard.config.schema import RulesFile
-from guard.evaluate.boards import BoardMap, normalise_board
 from guard.evaluate.engine import Decision, HoldKind, Match, evaluate
 from guard.market.calendar import Board
 from guard.market.holidays import build_calendar
+from guard.market.instruments import BoardMap, normalise_board
 from guard.model import BookOrder
 
 FRIDAY = date(2026, 11, 27)

@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 from guard.clock import EXCHANGE_TZ
 from guard.config.durations import format_duration
 from guard.config.schema import ORDER_TYPES, Rule, RulesFile
-from guard.evaluate.boards import BoardMap
 from guard.evaluate.engine import Decision, HoldKind, Match, evaluate
 from guard.evaluate.wording import age_text
 from guard.market.calendar import Board, MarketCalendar
 from guard.market.holidays import build_calendar
+from guard.market.instruments import BoardMap
 from guard.model import TERMINAL_STATUSES, BookOrder
 
 # What the reference decides about one order: (order, board, matches, (held, kind) or None).

@@ -36,6 +36,7 @@ from guard.broker.adapter import Broker, BrokerCallError, CancelReply
 from guard.errors import BrokerReplyError, GuardError, JournalError
 from guard.model import PENDING_CANCEL, BookOrder, CancelTarget, SendResult, SendStatus
 from guard.record.journal import Journal
+from guard.record.log import Log
 
 __all__ = ["SendAborted", "SendResult", "send_plan"]
 
@@ -76,7 +77,7 @@ async def send_plan(
     journal: Journal,
     sweep_id: int,
     clock: Callable[[], datetime],
-    log: Any,
+    log: Log,
     concurrency: int = 4,
     max_attempts: int = 5,
     proof_timeout: float = 30.0,
@@ -127,7 +128,7 @@ async def _send_batch(
     journal: Journal,
     sweep_id: int,
     clock: Callable[[], datetime],
-    log: Any,
+    log: Log,
     max_attempts: int,
     sleep: Callable[[float], Awaitable[None]],
     results: list[SendResult],
@@ -153,7 +154,7 @@ async def _send_batch(
 
 
 async def _retry(batch: _Batch, broker: Broker, journal: Journal, sweep_id: int,
-                 clock: Callable[[], datetime], blog: Any, max_attempts: int,
+                 clock: Callable[[], datetime], blog: Log, max_attempts: int,
                  sleep: Callable[[float], Awaitable[None]], proof_timeout: float,
                  monotonic: Callable[[], float]) -> None:
     """Send the batch's pending items, up to ``max_attempts`` tries (see the module doc)."""
@@ -195,7 +196,7 @@ def _day(batch: _Batch) -> date:
 
 
 async def _attempt(batch: _Batch, broker: Broker, journal: Journal, sweep_id: int,
-                   clock: Callable[[], datetime], log: Any) -> None:
+                   clock: Callable[[], datetime], log: Log) -> None:
     """One try at the pending items: a batch DELETE, or single DELETEs after a refusal."""
     if batch.single:
         for target in list(batch.pending):
@@ -213,7 +214,7 @@ async def _attempt(batch: _Batch, broker: Broker, journal: Journal, sweep_id: in
 
 def _record(batch: _Batch, targets: list[CancelTarget], replies: list[CancelReply],
             journal: Journal, sweep_id: int, clock: Callable[[], datetime], kind: str,
-            log: Any, request_s: float) -> None:
+            log: Log, request_s: float) -> None:
     """Settle and log what the broker answered, then journal it: the log line comes first,
     so a journal that fails here cannot hide a DELETE that went out."""
     for target, reply in zip(targets, replies, strict=True):
@@ -234,7 +235,7 @@ def _record(batch: _Batch, targets: list[CancelTarget], replies: list[CancelRepl
     )
 
 
-async def _keep_still_open(batch: _Batch, broker: Broker, day: date, log: Any,
+async def _keep_still_open(batch: _Batch, broker: Broker, day: date, log: Log,
                            proof_timeout: float | None,
                            sleep: Callable[[float], Awaitable[None]],
                            monotonic: Callable[[], float]) -> None:
@@ -277,7 +278,7 @@ async def _keep_still_open(batch: _Batch, broker: Broker, day: date, log: Any,
     _keep_open_in(batch, book, log, must_prove=True)
 
 
-def _keep_open_in(batch: _Batch, book: Sequence[BookOrder], log: Any, *,
+def _keep_open_in(batch: _Batch, book: Sequence[BookOrder], log: Log, *,
                   must_prove: bool) -> None:
     by_id = {o.order_id: o for o in book}
     for target in list(batch.pending):

@@ -15,11 +15,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, timedelta
-from typing import Any
 
 from guard.broker.adapter import Broker, BrokerCallError
 from guard.errors import BrokerReplyError
 from guard.model import BookOrder, Outcome, OutcomeKind, SendResult
+from guard.record.log import Log
 
 __all__ = ["Outcome", "OutcomeKind", "classify", "confirm"]
 
@@ -57,7 +57,7 @@ async def confirm(
     *,
     broker: Broker,
     timeout: timedelta,
-    log: Any,
+    log: Log,
     sent_at: float | None = None,
     monotonic: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -102,7 +102,7 @@ async def confirm(
 
 
 async def _read_books(broker: Broker, accounts: dict[str, date],
-                      log: Any) -> dict[str, dict[str, BookOrder]]:
+                      log: Log) -> dict[str, dict[str, BookOrder]]:
     async def read(account: str, day: date) -> tuple[str, dict[str, BookOrder] | None]:
         try:
             return account, {o.order_id: o for o in await broker.orders(account, day)}
@@ -114,7 +114,7 @@ async def _read_books(broker: Broker, accounts: dict[str, date],
     return {account: book for account, book in pairs if book is not None}
 
 
-def _log_outcome(log: Any, outcome: Outcome) -> None:
+def _log_outcome(log: Log, outcome: Outcome) -> None:
     order = outcome.sent.target.order
     fields = {
         "account": order.account, "order_id": order.order_id, "symbol": order.symbol,

@@ -22,7 +22,6 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from guard.broker.adapter import Broker, BrokerCallError
 from guard.clock import EXCHANGE_TZ
@@ -37,6 +36,7 @@ from guard.model import (
     SendResult,
 )
 from guard.record.journal import Journal, OpenIntent
+from guard.record.log import Log
 
 __all__ = ["Reconciled", "reconcile"]
 
@@ -71,7 +71,7 @@ class Reconciled:
 
 
 async def reconcile(broker: Broker, journal: Journal, *, wall: Callable[[], datetime],
-                    log: Any, timeout: timedelta = timedelta(seconds=30),
+                    log: Log, timeout: timedelta = timedelta(seconds=30),
                     exclude: Collection[tuple[str, str]] = (),
                     on_the_wire: timedelta = timedelta(seconds=15)) -> Reconciled:
     """Give every open intent (but those in ``exclude``) an outcome; nothing is ever sent.

@@ -10,16 +10,29 @@ import contextlib
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 import structlog
 from structlog.typing import Processor
 
 from guard.record.redact import Redactor
 
-__all__ = ["Observer", "add_observers", "configure_logging", "get_logger", "remove_observers"]
+__all__ = ["Log", "Observer", "add_observers", "configure_logging", "get_logger",
+           "remove_observers"]
 
 Format = Literal["json", "console", "auto"]
+
+
+class Log(Protocol):
+    """What the guard asks of a logger: structlog's bound logger (``get_logger``), or a test's
+    recorder. Events are ``noun.verb`` with their context as fields, never formatted in."""
+
+    def bind(self, **context: Any) -> Log: ...
+    def debug(self, event: str, **fields: Any) -> Any: ...
+    def info(self, event: str, **fields: Any) -> Any: ...
+    def warning(self, event: str, **fields: Any) -> Any: ...
+    def error(self, event: str, **fields: Any) -> Any: ...
+    def exception(self, event: str, **fields: Any) -> Any: ...
 
 
 # Structured tracebacks WITHOUT frame locals: structlog shows locals by default, cut to 80
@@ -113,9 +126,10 @@ def configure_logging(
         sdk.addHandler(logging.NullHandler())
 
 
-def get_logger(name: str = "guard", **context: Any) -> Any:
+def get_logger(name: str = "guard", **context: Any) -> Log:
     """A bound structlog logger; bind context (account, order_id, rule), never format it in."""
-    return structlog.get_logger(name).bind(**context)
+    logger: Log = structlog.get_logger(name).bind(**context)
+    return logger
 
 
 class Observer:

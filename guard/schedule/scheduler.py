@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -27,6 +26,7 @@ from apscheduler.events import (
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from guard.clock import EXCHANGE_TZ, Clock, system_clock
+from guard.record.log import Log
 from guard.schedule.triggers import JobSpec, ShiftedTrigger
 
 __all__ = ["RehearsalClock", "SchedulerDriver"]
@@ -48,7 +48,7 @@ class RehearsalClock:
 class SchedulerDriver:
     """Owns the ``AsyncIOScheduler``; must be started inside the running event loop."""
 
-    def __init__(self, fire: Callable[[JobSpec], Awaitable[object]], log: Any,
+    def __init__(self, fire: Callable[[JobSpec], Awaitable[object]], log: Log,
                  on_missed: Callable[[JobSpec, datetime | None], None] | None = None,
                  offset: timedelta = timedelta(0)) -> None:
         self._fire = fire

@@ -30,6 +30,7 @@ from guard.errors import (
     ReauthRequired,
 )
 from guard.market.holidays import build_calendar
+from guard.record.log import Log
 from guard.schedule.scheduler import RehearsalClock, SchedulerDriver
 from guard.schedule.triggers import JobSpec, plan_jobs
 from guard.service.health import Health, write_status
@@ -55,7 +56,7 @@ class Daemon:
         rules_path: Path,
         *,
         notifier: Notifier | None = None,
-        log: Any = None,
+        log: Log | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         recovery_probe_s: float = RECOVERY_PROBE_S,
         recovery_tick_s: float = RECOVERY_TICK_S,

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -21,6 +20,7 @@ from guard.config.loader import load_rules
 from guard.market.calendar import MarketCalendar
 from guard.market.holidays import build_calendar
 from guard.record.journal import Journal
+from guard.record.log import Log
 from guard.service.lock import StateLock
 from guard.settings import load_credentials, resolve_state_dir
 from guard.sweep import SweepContext
@@ -30,7 +30,7 @@ __all__ = ["check_holiday_data", "open_guard"]
 NO_HOLIDAY_DATA_ACTION = "add this year's exchange holidays to rules.yaml `holidays:`"
 
 
-def check_holiday_data(calendar: MarketCalendar, instant: datetime, log: Any,
+def check_holiday_data(calendar: MarketCalendar, instant: datetime, log: Log,
                        warned: set[int] | None = None) -> int | None:
     """The exchange year of ``instant`` if ``calendar`` has no holiday list for it, else None.
 
@@ -58,7 +58,7 @@ async def open_guard(
     force_dry_run: bool = False,
     clock: Clock = system_clock,
     env: Mapping[str, str] | None = None,
-    log: Any = None,
+    log: Log | None = None,
     lock: bool = True,
     broker_rate_limit: int | None = None,
 ) -> AsyncIterator[SweepContext]:

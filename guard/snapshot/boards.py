@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date
-from typing import Any
 
 from guard.broker.adapter import Broker, BrokerCallError
 from guard.errors import BrokerReplyError
-from guard.evaluate.boards import BoardMap
 from guard.market.calendar import Board
+from guard.market.instruments import BoardMap
+from guard.record.log import Log
 
 __all__ = ["BoardResolver"]
 
@@ -22,7 +22,7 @@ class BoardResolver:
         self._broker = broker
         self._cached: BoardMap | None = None
 
-    async def for_day(self, day: date, overrides: Mapping[str, Board], log: Any) -> BoardMap:
+    async def for_day(self, day: date, overrides: Mapping[str, Board], log: Log) -> BoardMap:
         if self._cached is not None and self._cached.trading_date == day:
             return self._cached
         try:

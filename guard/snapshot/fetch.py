@@ -10,11 +10,11 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
 
 from guard.broker.adapter import Broker, BrokerCallError
 from guard.errors import BrokerReplyError
 from guard.model import AccountSnapshot, CashFigures
+from guard.record.log import Log
 
 __all__ = ["Snapshot", "read_cash", "take_snapshot"]
 
@@ -28,7 +28,7 @@ class Snapshot:
 
 
 async def take_snapshot(broker: Broker, accounts: Sequence[str], day: date,
-                        clock: Callable[[], datetime], log: Any) -> Snapshot:
+                        clock: Callable[[], datetime], log: Log) -> Snapshot:
     async def one(account: str) -> AccountSnapshot | tuple[str, str]:
         try:
             orders = await broker.orders(account, day)
@@ -43,7 +43,7 @@ async def take_snapshot(broker: Broker, accounts: Sequence[str], day: date,
     return Snapshot(books, failures)
 
 
-async def read_cash(broker: Broker, accounts: Sequence[str], log: Any) -> dict[str, CashFigures]:
+async def read_cash(broker: Broker, accounts: Sequence[str], log: Log) -> dict[str, CashFigures]:
     """Cash per account; an account whose cash cannot be read is left out (and logged)."""
     async def one(account: str) -> tuple[str, CashFigures | None]:
         try:
