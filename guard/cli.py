@@ -290,7 +290,7 @@ def _has_terminal() -> bool:
 def cmd_login(args: argparse.Namespace) -> int:
     import getpass
 
-    from guard.broker.adapter import Broker
+    from guard.broker.client import Broker
     from guard.broker.tokens import TokenCache
     from guard.settings import load_credentials, resolve_state_dir
 
@@ -524,10 +524,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _crashed(exc: BaseException) -> None:
     """A bug, not a user's mistake: one line on stderr; the traceback goes to the log (whose
-    redactor masks secrets) when this command set the log up."""
+    redactor masks secrets) when the guard's own logging is set up: never through a chain
+    without the redactor, which would print a secret the message quotes."""
     import structlog
 
-    if structlog.is_configured():
+    from guard.record.log import is_guard_logging
+
+    if is_guard_logging():
         structlog.get_logger("guard").error("cli.crashed", error=type(exc).__name__,
                                             exc_info=exc)
     detail = str(exc)

@@ -6,15 +6,22 @@ traceback, and never a secret (messages are built from our own words, not from r
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = [
+    "BrokerCallError",
+    "BrokerError",
+    "BrokerRefused",
     "BrokerReplyError",
     "BrokerUnavailable",
+    "CallKind",
     "ConfigError",
     "CredentialsError",
     "GuardError",
     "JournalError",
     "ReauthRequired",
     "StateError",
+    "call_error",
 ]
 
 
@@ -46,16 +53,79 @@ class ReauthRequired(GuardError):
     exit_code = 3
 
 
-class BrokerUnavailable(GuardError):
-    """The broker could not be reached or answered with a server error."""
+CallKind = Literal["rate_limited", "ambiguous", "unavailable", "refused"]
+
+
+class BrokerError(GuardError):
+    """The broker failed the guard: it could not be reached, it refused a call, or it
+    answered something that does not parse."""
 
     exit_code = 4
 
 
-class BrokerReplyError(GuardError):
+class BrokerReplyError(BrokerError):
     """The broker answered with something that does not parse; nothing is decided from it."""
 
-    exit_code = 4
+
+class BrokerCallError(BrokerError):
+    """A call that failed in a way the caller must tell apart, by ``kind``:
+
+    - ``rate_limited`` (429, with ``retry_after``): nothing was applied;
+    - ``ambiguous``: a write that may or may not have been applied (a timeout, a 5xx, a
+      dropped connection, an unreadable answer): only a read of the book can tell;
+    - ``unavailable``: the broker could not be reached or answered a read with an error;
+    - ``refused``: the broker said no (``BrokerRefused``).
+
+    ``reached`` is False only when no connection was made (refused, connect timeout): not a
+    byte of the request left this host.
+    """
+
+    def __init__(
+        self,
+        kind: CallKind,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        reached: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+        self.code = code
+        self.status = status
+        self.reached = reached
+
+
+class BrokerUnavailable(BrokerCallError):
+    """The broker could not be reached, limited the rate, or failed in a way that may have
+    applied a write: anything but a plain refusal."""
+
+    def __init__(self, message: str, *, kind: CallKind = "unavailable",
+                 retry_after: float | None = None, code: str | None = None,
+                 status: int | None = None, reached: bool = True) -> None:
+        super().__init__(kind, message, retry_after=retry_after, code=code, status=status,
+                         reached=reached)
+
+
+class BrokerRefused(BrokerCallError):
+    """The broker refused this call (a 4xx with its code): it is up, and said no."""
+
+    def __init__(self, message: str, *, code: str | None = None,
+                 status: int | None = None) -> None:
+        super().__init__("refused", message, code=code, status=status)
+
+
+def call_error(kind: CallKind, message: str, *, retry_after: float | None = None,
+               code: str | None = None, status: int | None = None,
+               reached: bool = True) -> BrokerCallError:
+    """The error class for ``kind``: a refusal is ``BrokerRefused``, the rest
+    ``BrokerUnavailable``."""
+    if kind == "refused":
+        return BrokerRefused(message, code=code, status=status)
+    return BrokerUnavailable(message, kind=kind, retry_after=retry_after, code=code,
+                             status=status, reached=reached)
 
 
 class StateError(GuardError):

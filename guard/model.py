@@ -1,6 +1,6 @@
 """The values every step of a sweep passes along, parsed once at the edge.
 
-Nothing past the broker adapter sees a raw JSON dict or an ``ssi_sdk`` model: it sees these.
+Nothing past the broker sees a raw JSON dict or an ``ssi_sdk`` model: it sees these.
 This module is a leaf: it imports nothing of the guard's, so every package may use it and no
 package cycle can run through it. The order-status facts live here, once.
 """
@@ -18,6 +18,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "AccountSnapshot",
     "BookOrder",
+    "CancelReply",
     "CancelTarget",
     "CashFigures",
     "Outcome",
@@ -96,6 +97,18 @@ class CancelTarget:
     @property
     def key(self) -> tuple[str, str]:
         return (self.order.account, self.order.order_id)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelReply:
+    """The broker's answer for one cancel item: accepted (normally WC) or refused with a code."""
+
+    account: str
+    order_id: str
+    accepted: bool
+    status: str
+    error_code: str
+    error_message: str
 
 
 # ``unknown``: a request that may have been applied, with no read of the book to prove either

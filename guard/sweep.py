@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from guard.act.plan import CancelPlan, plan_cancels
 from guard.act.send import SendAborted, send_plan
-from guard.broker.adapter import Broker
+from guard.broker.ports import BrokerPort
 from guard.clock import EXCHANGE_TZ, Clock, system_clock
 from guard.config.schema import RulesFile
 from guard.confirm.cash import CashRelease, cash_release
@@ -51,7 +51,7 @@ class SweepContext:
     cancels still on the wire), and it never sends.
     """
 
-    broker: Broker
+    broker: BrokerPort
     rules: RulesFile
     calendar: MarketCalendar
     journal: Journal
@@ -196,7 +196,7 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
             reconciled = await reconcile(
                 ctx.broker, ctx.journal, wall=ctx.wall, log=log,
                 timeout=rules.limits.confirm_timeout, exclude=set(ctx.in_flight),
-                on_the_wire=timedelta(seconds=ctx.broker.config.timeout_ms / 1000 + 5))
+                on_the_wire=timedelta(seconds=ctx.broker.request_timeout_s + 5))
             deferred = reconciled.deferred
             unread_at_reconcile = reconciled.unread
         # The exchange's date, whatever zone the clock answers in (``--at ...Z`` is UTC).

@@ -32,11 +32,12 @@ from datetime import date, datetime
 from typing import Any
 
 from guard.act.plan import CancelPlan
-from guard.broker.adapter import Broker, BrokerCallError, CancelReply
-from guard.errors import BrokerReplyError, GuardError, JournalError
-from guard.model import PENDING_CANCEL, BookOrder, CancelTarget, SendResult, SendStatus
+from guard.broker.ports import Canceller
+from guard.errors import BrokerCallError, GuardError, JournalError
+from guard.model import PENDING_CANCEL, BookOrder, CancelReply, CancelTarget, SendResult, SendStatus
 from guard.record.journal import Journal
 from guard.record.log import Log
+from guard.snapshot.read import read_books
 
 __all__ = ["SendAborted", "SendResult", "send_plan"]
 
@@ -73,7 +74,7 @@ class _Batch:
 async def send_plan(
     plan: CancelPlan,
     *,
-    broker: Broker,
+    broker: Canceller,
     journal: Journal,
     sweep_id: int,
     clock: Callable[[], datetime],
@@ -124,7 +125,7 @@ def _intent_rows(targets: Sequence[CancelTarget]) -> list[tuple[Any, ...]]:
 
 async def _send_batch(
     targets: tuple[CancelTarget, ...],
-    broker: Broker,
+    broker: Canceller,
     journal: Journal,
     sweep_id: int,
     clock: Callable[[], datetime],
@@ -153,7 +154,7 @@ async def _send_batch(
         raise
 
 
-async def _retry(batch: _Batch, broker: Broker, journal: Journal, sweep_id: int,
+async def _retry(batch: _Batch, broker: Canceller, journal: Journal, sweep_id: int,
                  clock: Callable[[], datetime], blog: Log, max_attempts: int,
                  sleep: Callable[[float], Awaitable[None]], proof_timeout: float,
                  monotonic: Callable[[], float]) -> None:
@@ -195,7 +196,7 @@ def _day(batch: _Batch) -> date:
     return batch.pending[0].order.input_time.date()
 
 
-async def _attempt(batch: _Batch, broker: Broker, journal: Journal, sweep_id: int,
+async def _attempt(batch: _Batch, broker: Canceller, journal: Journal, sweep_id: int,
                    clock: Callable[[], datetime], log: Log) -> None:
     """One try at the pending items: a batch DELETE, or single DELETEs after a refusal."""
     if batch.single:
@@ -235,7 +236,7 @@ def _record(batch: _Batch, targets: list[CancelTarget], replies: list[CancelRepl
     )
 
 
-async def _keep_still_open(batch: _Batch, broker: Broker, day: date, log: Log,
+async def _keep_still_open(batch: _Batch, broker: Canceller, day: date, log: Log,
                            proof_timeout: float | None,
                            sleep: Callable[[float], Awaitable[None]],
                            monotonic: Callable[[], float]) -> None:
@@ -247,35 +248,28 @@ async def _keep_still_open(batch: _Batch, broker: Broker, day: date, log: Log,
     before the timeout, is settled ``unknown`` and confirmation reads the book for its
     outcome. Without it (every failure so far proved nothing was applied: a 429, a refused
     connection), a failed read keeps everything pending."""
-    if proof_timeout is None:
-        try:
-            book = await broker.orders(batch.pending[0].order.account, day)
-        except (BrokerCallError, BrokerReplyError) as exc:
-            log.warning("book.reread_failed", error=str(exc))
-            return
-        _keep_open_in(batch, book, log, must_prove=False)
-        return
-    deadline = monotonic() + proof_timeout
+    account = batch.pending[0].order.account
+    deadline = None if proof_timeout is None else monotonic() + proof_timeout
     delay = 0.2
     while True:
-        try:
-            book = await broker.orders(batch.pending[0].order.account, day)
+        got = await read_books(broker, {account: day}, log, event="book.reread_failed")
+        book = got.read.get(account)
+        if book is not None:
             break
-        except (BrokerCallError, BrokerReplyError) as exc:
-            left = deadline - monotonic()
-            log.warning("book.reread_failed", error=str(exc), retry_in_s=round(min(delay, left), 3)
-                        if left > 0 else None)
-            if left <= 0:
-                for target in list(batch.pending):
-                    batch.pending.remove(target)
-                    batch.settle(target, "unknown", "", "no read of the book proved the order "
-                                 "open after a request that may have been applied")
-                    log.warning("cancel.not_resent", order_id=target.order.order_id,
-                                reason="no proof the order is still open")
-                return
-            await sleep(min(delay, left))
-            delay = min(delay * 2, 2.0)
-    _keep_open_in(batch, book, log, must_prove=True)
+        if deadline is None:
+            return  # nothing was applied: everything stays pending
+        left = deadline - monotonic()
+        if left <= 0:
+            for target in list(batch.pending):
+                batch.pending.remove(target)
+                batch.settle(target, "unknown", "", "no read of the book proved the order "
+                             "open after a request that may have been applied")
+                log.warning("cancel.not_resent", order_id=target.order.order_id,
+                            reason="no proof the order is still open")
+            return
+        await sleep(min(delay, left))
+        delay = min(delay * 2, 2.0)
+    _keep_open_in(batch, book, log, must_prove=deadline is not None)
 
 
 def _keep_open_in(batch: _Batch, book: Sequence[BookOrder], log: Log, *,

@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import date, timedelta
+from datetime import timedelta
 
-from guard.broker.adapter import Broker, BrokerCallError
-from guard.errors import BrokerReplyError
+from guard.broker.ports import BookReader
 from guard.model import BookOrder, Outcome, OutcomeKind, SendResult
 from guard.record.log import Log
+from guard.snapshot.read import read_books
 
 __all__ = ["Outcome", "OutcomeKind", "classify", "confirm"]
 
@@ -55,7 +55,7 @@ def classify(sent: SendResult, now: BookOrder | None) -> tuple[OutcomeKind, int,
 async def confirm(
     results: Sequence[SendResult],
     *,
-    broker: Broker,
+    broker: BookReader,
     timeout: timedelta,
     log: Log,
     sent_at: float | None = None,
@@ -71,8 +71,9 @@ async def confirm(
     outcomes: list[Outcome] = []
     delay = first_delay
     while watch:
-        books = await _read_books(broker, {r.target.order.account: r.target.order.input_time.date()
-                                           for r in watch.values()}, log)
+        got = await read_books(broker, {r.target.order.account: r.target.order.input_time.date()
+                                        for r in watch.values()}, log)
+        books = {account: got.by_id(account) for account in got.read}
         for key, sent in list(watch.items()):
             account, order_id = sent.target.key
             book = books.get(account)
@@ -99,19 +100,6 @@ async def confirm(
         await sleep(min(delay, left))
         delay = min(delay * 2, max_delay)
     return outcomes
-
-
-async def _read_books(broker: Broker, accounts: dict[str, date],
-                      log: Log) -> dict[str, dict[str, BookOrder]]:
-    async def read(account: str, day: date) -> tuple[str, dict[str, BookOrder] | None]:
-        try:
-            return account, {o.order_id: o for o in await broker.orders(account, day)}
-        except (BrokerCallError, BrokerReplyError) as exc:
-            log.warning("book.read_failed", account=account, error=str(exc))
-            return account, None
-
-    pairs = await asyncio.gather(*(read(a, d) for a, d in accounts.items()))
-    return {account: book for account, book in pairs if book is not None}
 
 
 def _log_outcome(log: Log, outcome: Outcome) -> None:

@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from guard.broker.adapter import Broker, BrokerCallError
+from guard.broker.ports import BookReader
 from guard.clock import EXCHANGE_TZ
 from guard.confirm.confirm import confirm
-from guard.errors import BrokerReplyError
 from guard.model import (
     PENDING_CANCEL,
     TERMINAL_STATUSES,
@@ -37,6 +36,7 @@ from guard.model import (
 )
 from guard.record.journal import Journal, OpenIntent
 from guard.record.log import Log
+from guard.snapshot.read import read_books
 
 __all__ = ["Reconciled", "reconcile"]
 
@@ -70,7 +70,7 @@ class Reconciled:
     unread: tuple[tuple[str, str], ...] = ()
 
 
-async def reconcile(broker: Broker, journal: Journal, *, wall: Callable[[], datetime],
+async def reconcile(broker: BookReader, journal: Journal, *, wall: Callable[[], datetime],
                     log: Log, timeout: timedelta = timedelta(seconds=30),
                     exclude: Collection[tuple[str, str]] = (),
                     on_the_wire: timedelta = timedelta(seconds=15)) -> Reconciled:
@@ -93,21 +93,23 @@ async def reconcile(broker: Broker, journal: Journal, *, wall: Callable[[], date
         # "accepted": a WC or final status in the book is taken as this intent's cancel landing.
         target = CancelTarget(_placeholder(intent), ("reconcile",), "open intent after a restart")
         pending.append(SendResult(target, intent.intent_id, "accepted", "", "reconciled"))
-    books: dict[tuple[str, date], dict[str, BookOrder]] = {}
+    books: dict[tuple[str, date], dict[str, BookOrder] | None] = {}
     unread: dict[str, str] = {}
-    for account, day in sorted({(i.account, _book_day(i).date()) for i in intents}):
-        try:
-            books[account, day] = {o.order_id: o for o in await broker.orders(account, day)}
-        except (BrokerCallError, BrokerReplyError) as exc:
-            log.error("journal.reconcile_unread", account=account, error=str(exc))
-            unread.setdefault(account, f"open intents not reconciled: {exc}")
+    for day in sorted({_book_day(i).date() for i in intents}):
+        accounts = sorted({i.account for i in intents if _book_day(i).date() == day})
+        got = await read_books(broker, dict.fromkeys(accounts, day), log,
+                               event="journal.reconcile_unread", level="error")
+        for account in accounts:
+            books[account, day] = got.by_id(account)
+            if account in got.failed:
+                unread.setdefault(account, f"open intents not reconciled: {got.failed[account]}")
     outcomes: list[Outcome] = []
     watch = []
     deferred: set[tuple[str, str]] = set()
     checked_at = wall()
     for sent in pending:
         order = sent.target.order
-        book = books.get((order.account, order.input_time.date()))
+        book = books[order.account, order.input_time.date()]
         if book is None:
             deferred.add(sent.target.key)  # unread: decide on a later sweep
             continue

@@ -1,4 +1,5 @@
-"""Symbol -> board, from the broker's master data for one trading day plus rules.yaml overrides.
+"""Instrument reference data: symbol -> board and the day's reference, ceiling and floor prices,
+from the broker's master data for one trading day, plus rules.yaml's board overrides.
 
 The board decides the cancel windows, so an order whose board is unknown is held, never guessed.
 Pure: the caller fetches master data (and caches one ``BoardMap`` per trading day).
@@ -7,13 +8,15 @@ Pure: the caller fetches master data (and caches one ``BoardMap`` per trading da
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from types import MappingProxyType
 from typing import TypeVar, overload
 
 from guard.market.calendar import Board
 
-__all__ = ["BoardMap", "normalise_board"]
+__all__ = ["BoardMap", "Instrument", "normalise_board"]
 
 _T = TypeVar("_T")
 
@@ -26,6 +29,18 @@ _ALIASES: dict[str, Board] = {
     "DER": Board.DER,
     "DERIVATIVES": Board.DER,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """One symbol of the day's master data. ``board`` is the broker's name for it (``HSX``,
+    ``DERIVATIVES``, ...: see ``normalise_board``); a price is None when the broker gave none."""
+
+    symbol: str
+    board: str
+    reference: Decimal | None = None
+    ceiling: Decimal | None = None
+    floor: Decimal | None = None
 
 
 def normalise_board(name: str) -> Board | None:
@@ -45,7 +60,7 @@ class BoardMap(Mapping[str, Board]):
     the caller to log.
     """
 
-    __slots__ = ("_boards", "problems", "trading_date")
+    __slots__ = ("_boards", "instruments", "problems", "trading_date")
 
     trading_date: date
     problems: tuple[str, ...]
@@ -53,13 +68,16 @@ class BoardMap(Mapping[str, Board]):
     def __init__(
         self,
         trading_date: date,
-        master: Iterable[tuple[str, str]] = (),
+        master: Iterable[Instrument | tuple[str, str]] = (),
         overrides: Mapping[str, Board] | None = None,
     ) -> None:
         boards: dict[str, Board] = {}
         conflicted: set[str] = set()
         problems: list[str] = []
-        for raw_symbol, raw_board in master:
+        known: dict[str, Instrument] = {}
+        for row in master:
+            item = row if isinstance(row, Instrument) else Instrument(*row)
+            raw_symbol, raw_board = item.symbol, item.board
             symbol = _symbol(raw_symbol)
             board = normalise_board(raw_board)
             if not symbol:
@@ -71,12 +89,16 @@ class BoardMap(Mapping[str, Board]):
                 problems.append(f"{symbol}: listed on {boards[symbol]} and {board}")
                 conflicted.add(symbol)
             boards.setdefault(symbol, board)
+            known.setdefault(symbol, item)
         for symbol in conflicted:
             del boards[symbol]
+            del known[symbol]
         for symbol, board in (overrides or {}).items():
             boards[_symbol(symbol)] = Board(board)
         self.trading_date = trading_date
         self.problems = tuple(problems)
+        # The day's prices per symbol, kept for rules that need them (price bands).
+        self.instruments: Mapping[str, Instrument] = MappingProxyType(known)
         self._boards: Mapping[str, Board] = MappingProxyType(boards)
 
     def __getitem__(self, symbol: str) -> Board:

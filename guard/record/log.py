@@ -18,6 +18,7 @@ from structlog.typing import Processor
 from guard.record.redact import Redactor
 
 __all__ = ["Log", "Observer", "add_observers", "configure_logging", "get_logger",
+           "is_guard_logging",
            "remove_observers"]
 
 Format = Literal["json", "console", "auto"]
@@ -57,6 +58,20 @@ class _LibraryChatter(logging.Filter):
         if record.levelno >= self.floor:
             return True
         return not any(record.name == n or record.name.startswith(n + ".") for n in _LIBRARIES)
+
+
+# The handler configure_logging installed, if any (a list, so it is replaced, not rebound).
+_INSTALLED: list[logging.Handler] = []
+
+
+def is_guard_logging() -> bool:
+    """Whether events go through ``configure_logging``'s chain (and so its redactor) right now:
+    structlog hands them to stdlib logging, whose root handler is the one it installed."""
+    if not _INSTALLED or not structlog.is_configured():
+        return False
+    chain = structlog.get_config().get("processors", [])
+    return (bool(chain) and chain[-1] is structlog.stdlib.ProcessorFormatter.wrap_for_formatter
+            and _INSTALLED[0] in logging.getLogger().handlers)
 
 
 def _shared() -> list[Processor]:
@@ -107,6 +122,7 @@ def configure_logging(
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
+    _INSTALLED[:] = [handler]
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -22,7 +22,7 @@ import structlog
 from guard.clock import EXCHANGE_TZ, Clock, system_clock
 from guard.config.loader import load_rules
 from guard.errors import (
-    BrokerReplyError,
+    BrokerError,
     BrokerUnavailable,
     ConfigError,
     GuardError,
@@ -165,7 +165,7 @@ class Daemon:
             await self._probe()
         except ReauthRequired as exc:
             self._degrade_reauth(exc)
-        except (BrokerUnavailable, BrokerReplyError) as exc:
+        except BrokerError as exc:
             self.log.error("broker.unavailable", error=str(exc))
             self._problem("broker", f"broker unavailable: {exc}")
         else:
@@ -415,8 +415,7 @@ class Daemon:
             await self._pause(interval)
 
     def _token_mtime(self) -> float:
-        cache = self.ctx.broker.cache
-        return cache.mtime() if cache is not None else 0.0
+        return self.ctx.broker.session_changed_at()
 
     async def recovery_loop(self) -> None:
         """While re-authentication is required, watch for a new login and resume by itself.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from guard.broker.adapter import DEFAULT_RATE_LIMIT, Broker
+from guard.broker.client import DEFAULT_RATE_LIMIT, Broker
 from guard.broker.tokens import TokenCache
 from guard.clock import EXCHANGE_TZ, Clock, system_clock
 from guard.config.loader import load_rules

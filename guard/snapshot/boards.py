@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date
 
-from guard.broker.adapter import Broker, BrokerCallError
-from guard.errors import BrokerReplyError
+from guard.broker.ports import InstrumentSource
+from guard.errors import BrokerError
 from guard.market.calendar import Board
 from guard.market.instruments import BoardMap
 from guard.record.log import Log
@@ -18,7 +18,7 @@ class BoardResolver:
     """Caches one ``BoardMap`` per trading day. If master data cannot be read, only the
     rules.yaml overrides are known, and orders of other symbols are held (never cancelled)."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: InstrumentSource) -> None:
         self._broker = broker
         self._cached: BoardMap | None = None
 
@@ -27,7 +27,7 @@ class BoardResolver:
             return self._cached
         try:
             master = await self._broker.master_data(day)
-        except (BrokerCallError, BrokerReplyError) as exc:
+        except BrokerError as exc:
             log.error("boards.read_failed", error=str(exc))
             return BoardMap(day, (), overrides)
         boards = BoardMap(day, master, overrides)

@@ -11,10 +11,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from guard.broker.adapter import Broker, BrokerCallError
-from guard.errors import BrokerReplyError
+from guard.broker.ports import BookReader, CashReader
+from guard.errors import BrokerError
 from guard.model import AccountSnapshot, CashFigures
 from guard.record.log import Log
+from guard.snapshot.read import read_books
 
 __all__ = ["Snapshot", "read_cash", "take_snapshot"]
 
@@ -27,28 +28,22 @@ class Snapshot:
     failures: tuple[tuple[str, str], ...]
 
 
-async def take_snapshot(broker: Broker, accounts: Sequence[str], day: date,
+async def take_snapshot(broker: BookReader, accounts: Sequence[str], day: date,
                         clock: Callable[[], datetime], log: Log) -> Snapshot:
-    async def one(account: str) -> AccountSnapshot | tuple[str, str]:
-        try:
-            orders = await broker.orders(account, day)
-        except (BrokerCallError, BrokerReplyError) as exc:
-            log.error("book.read_failed", account=account, error=str(exc))
-            return account, str(exc)
-        return AccountSnapshot(account, orders, clock())
-
-    results = await asyncio.gather(*(one(a) for a in accounts))
-    books = tuple(r for r in results if isinstance(r, AccountSnapshot))
-    failures = tuple(r for r in results if isinstance(r, tuple))
+    got = await read_books(broker, dict.fromkeys(accounts, day), log, level="error")
+    taken = clock()
+    books = tuple(AccountSnapshot(a, got.read[a], taken) for a in accounts if a in got.read)
+    failures = tuple((a, got.failed[a]) for a in accounts if a in got.failed)
     return Snapshot(books, failures)
 
 
-async def read_cash(broker: Broker, accounts: Sequence[str], log: Log) -> dict[str, CashFigures]:
+async def read_cash(broker: CashReader, accounts: Sequence[str],
+                    log: Log) -> dict[str, CashFigures]:
     """Cash per account; an account whose cash cannot be read is left out (and logged)."""
     async def one(account: str) -> tuple[str, CashFigures | None]:
         try:
             return account, await broker.cash(account)
-        except (BrokerCallError, BrokerReplyError) as exc:
+        except BrokerError as exc:
             log.warning("cash.read_failed", account=account, error=str(exc))
             return account, None
 
