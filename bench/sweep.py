@@ -211,7 +211,7 @@ async def _seed_flow(env: dict[str, str]) -> dict[str, Any]:
 async def _guard_flow(env: dict[str, str], n: int) -> dict[str, Any]:
     import structlog
 
-    from guard.broker.adapter import Broker
+    from guard.broker.client import Broker
     from guard.clock import FakeClock
     from guard.config.loader import load_rules_text
     from guard.market.holidays import build_calendar

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from guard.broker.adapter import Broker
+from guard.broker.client import Broker
 from guard.broker.tokens import TokenCache
 from guard.clock import Clock
 from guard.config.loader import load_rules_text

@@ -31,7 +31,7 @@ from sweep_kit import (
     rules_text,
 )
 
-from guard.broker.adapter import Broker
+from guard.broker.client import Broker
 from guard.broker.tokens import TokenCache
 from guard.settings import load_credentials
 from guard.simulator.control import Simulator

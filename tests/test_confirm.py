@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from guard.broker.adapter import BrokerCallError
 from guard.clock import EXCHANGE_TZ
 from guard.confirm.confirm import classify, confirm
+from guard.errors import BrokerCallError
 from guard.model import FINAL_OK, BookOrder, CancelTarget, Outcome, SendResult, SendStatus
 
 T0 = datetime(2026, 11, 23, 9, 30, tzinfo=EXCHANGE_TZ)
@@ -127,7 +127,7 @@ class FakeTime:
 
 def run_confirm(book: ScriptedBook, results: list[SendResult], timeout: float,
                 clock: FakeTime, log: Log) -> list[Outcome]:
-    return asyncio.run(confirm(results, broker=book, timeout=timedelta(seconds=timeout),  # type: ignore[arg-type]
+    return asyncio.run(confirm(results, broker=book, timeout=timedelta(seconds=timeout),
                                log=log, monotonic=clock.monotonic, sleep=clock.sleep))
 
 

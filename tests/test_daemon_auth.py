@@ -23,7 +23,7 @@ from daemon_kit import (
 )
 from log_kit import Recorder
 
-from guard.broker.adapter import Broker
+from guard.broker.client import Broker
 from guard.broker.tokens import TokenCache
 from guard.clock import EXCHANGE_TZ
 from guard.service.daemon import Daemon

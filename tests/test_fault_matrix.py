@@ -53,7 +53,7 @@ from sweep_kit import (
     run_when,
 )
 
-from guard.broker.adapter import Broker
+from guard.broker.client import Broker
 from guard.broker.tokens import TokenCache
 from guard.clock import FakeClock
 from guard.errors import BrokerUnavailable, ReauthRequired
@@ -234,7 +234,7 @@ def refused_at_start(w: World) -> None:
         # ... and its row says how it ended: aborted, with the error's kind.
         [(result, summary)] = j.query(
             "SELECT result, summary FROM sweep_results WHERE sweep_id = 1")
-        assert result == "aborted" and "BrokerCallError" in summary
+        assert result == "aborted" and "BrokerUnavailable" in summary
 
 
 def down_before_confirm(w: World) -> None:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from ssi_sdk.enums import OrderStatus
 from ssi_sdk.models import Order
 
-from guard.broker.adapter import MARKET_PRICE_WORDS, parse_order_book, to_book_order
+from guard.broker.replies import MARKET_PRICE_WORDS, parse_order_book, to_book_order
 from guard.clock import EXCHANGE_TZ
 from guard.errors import BrokerReplyError
 from guard.model import BookOrder

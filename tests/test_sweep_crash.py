@@ -29,7 +29,7 @@ from sweep_kit import (
     rules_text,
 )
 
-from guard.broker.adapter import Broker
+from guard.broker.client import Broker
 from guard.broker.tokens import TokenCache
 from guard.clock import EXCHANGE_TZ
 from guard.errors import ReauthRequired

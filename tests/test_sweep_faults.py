@@ -27,7 +27,7 @@ from sweep_kit import (
     run_when,
 )
 
-from guard.broker.adapter import Broker
+from guard.broker.client import Broker
 from guard.broker.tokens import TokenCache
 from guard.clock import FakeClock
 from guard.errors import ReauthRequired

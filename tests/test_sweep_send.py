@@ -14,12 +14,11 @@ import pytest
 
 from guard.act.plan import plan_cancels
 from guard.act.send import SendAborted, send_plan
-from guard.broker.adapter import BrokerCallError, CancelReply
 from guard.clock import EXCHANGE_TZ
-from guard.errors import ReauthRequired
+from guard.errors import BrokerCallError, ReauthRequired
 from guard.evaluate.engine import Decision, Match, Verdict
 from guard.market.calendar import Board
-from guard.model import BookOrder
+from guard.model import BookOrder, CancelReply
 from guard.record.journal import Journal
 
 T0 = datetime(2026, 11, 23, 9, 30, tzinfo=EXCHANGE_TZ)
@@ -86,7 +85,7 @@ def run(tmp_path: Path, behaviour: dict[str, str], accounts: Sequence[str],
             sleeps.append(seconds)
 
     async def go() -> Any:
-        return await send_plan(plan, broker=adapter, journal=journal,  # type: ignore[arg-type]
+        return await send_plan(plan, broker=adapter, journal=journal,
                                sweep_id=sweep, clock=lambda: T0, log=Log(), concurrency=2,
                                sleep=fake_sleep)
 
@@ -145,7 +144,7 @@ def test_every_target_gets_exactly_one_result(tmp_path: Path, n: int) -> None:
             return CancelReply(account, order_id, True, "WC", "", "")
 
     adapter = Single(journal, {})
-    results = asyncio.run(send_plan(plan, broker=adapter, journal=journal,  # type: ignore[arg-type]
+    results = asyncio.run(send_plan(plan, broker=adapter, journal=journal,
                                     sweep_id=sweep, clock=lambda: T0, log=Log()))
     try:
         assert sorted(r.target.order.order_id for r in results) == sorted(map(str, range(n)))

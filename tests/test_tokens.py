@@ -8,7 +8,7 @@ import json
 import stat
 from pathlib import Path
 
-from guard.broker.adapter import Broker
+from guard.broker.client import Broker
 from guard.broker.tokens import TokenCache, key_id
 from guard.record.redact import secrets_registry
 from guard.settings import load_credentials
