@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import io
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import datetime
 from typing import Any
 
 import pytest
 import structlog
+from kit import ACCOUNTS, MONDAY_10AM, wait_until
 from ssi_sdk import AsyncAuth, AsyncTrading, Auth, Trading
 
-from guard.clock import EXCHANGE_TZ, FakeClock
+from guard.clock import FakeClock
 from guard.record.log import configure_logging
 from guard.simulator.control import Simulator
-
-ACCOUNTS = ("0001234", "0001238")
-# A Monday, mid-morning continuous trading on every board.
-MONDAY_10AM = datetime(2026, 11, 23, 10, 0, 0, tzinfo=EXCHANGE_TZ)
 
 
 @pytest.fixture
@@ -78,23 +73,13 @@ def async_sdk(
     return open_client
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` (s) passes; no fixed sleeps in tests."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
 @pytest.fixture
 def until() -> Callable[..., bool]:
     """``until(predicate, timeout=3.0)``: see ``wait_until``."""
     return wait_until
 
 
-# ---- logging (tests/test_redact.py, tests/test_sweep_secrets.py) -----------------------------
+# ---- logging (tests/record/test_redact.py, tests/sweep/test_sweep_secrets.py) ----------
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pytest
+from kit import REPO
 
-ROOT = Path(__file__).resolve().parent.parent / "guard"
+ROOT = REPO / "guard"
 
 SDK_ALLOWED = ("guard.broker", "guard.simulator")
 PURE_CORE = (

@@ -18,7 +18,7 @@ side, type and status as a bitmask over the rules, and turns each per-order trig
 (``max_age``) into an ``input_time`` cutoff for this ``now``. Per order the engine ANDs a few
 masks, one ``bisect`` among the cutoffs gives the rules old enough, and the result picks the
 shared ``Verdict``.
-``tests/test_engine_equivalence.py`` holds this to a plain rule-by-rule reading.
+``tests/evaluate/test_engine_equivalence.py`` holds this to a plain rule-by-rule reading.
 """
 
 from __future__ import annotations

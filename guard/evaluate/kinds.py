@@ -14,7 +14,7 @@ ask ``kind_of(rule)`` and branch only on the two ways a check can be compiled:
 
 Adding a trigger is a field in ``guard/config/schema.py`` (and its ``_TRIGGERS``), one class
 here passed to ``register``, and its section in ``docs/rules-reference.md``.
-``tests/test_trigger_kinds.py`` fails while a schema trigger has no class, and ``register``
+``tests/evaluate/test_trigger_kinds.py`` fails while a schema trigger has no class, and ``register``
 refuses a kind the fast path cannot compile: it fails at import rather than never matching.
 
 Pure: no clock, no I/O. Semantics of the three kinds are in their docstrings and in

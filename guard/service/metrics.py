@@ -24,7 +24,7 @@ _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 # The values of the engine's ``HoldKind`` (guard/evaluate/decision.py), which ``order.held``
 # carries as ``hold``: the only labels of ssi_guard_orders_held_total. Spelled out rather than
 # imported so that record does not depend on evaluate (the packages stay acyclic);
-# tests/test_metrics.py holds the two equal.
+# tests/service/test_metrics.py holds the two equal.
 HELD_LABELS: Final = ("protected", "banned_window", "already_cancelling", "not_cancellable",
                       "nothing_left", "board_unknown", "account_not_guarded", "other")
 _OTHER: Final = "other"
