@@ -611,7 +611,8 @@ def test_the_document_shows_exactly_this_matrix() -> None:
     doc_ids = [line.split("|")[1].strip().strip("`") for line in text.splitlines()
                if line.startswith("| `")]
     assert doc_ids == [r.id for r in ROWS]
-    assert render_table() in text, "stale: rerun PYTHONPATH=tests python tests/sweep/test_fault_matrix.py"
+    assert render_table() in text, (
+        "stale: rerun PYTHONPATH=tests python tests/sweep/test_fault_matrix.py")
     assert ".venv/bin/pytest tests/sweep/test_fault_matrix.py -v" in text
 
 
