@@ -252,27 +252,12 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 0
     journal = Journal(path)
     try:
-        sql = ("SELECT i.created_at, i.account, i.order_id, i.rules, "
-               "COALESCE(o.outcome, 'PENDING'), COALESCE(o.cancelled_qty, ''), "
-               "COALESCE(o.final_status, ''), COALESCE(o.detail, '') FROM intents i "
-               "LEFT JOIN outcomes o ON o.intent_id = i.id WHERE i.created_at >= ?")
-        # Journal times are exchange time, ISO text: compare in that zone, or "--since ...Z"
-        # would be compared as text against "+07:00" stamps and pick the wrong rows.
-        since = (args.since.astimezone(EXCHANGE_TZ).isoformat(timespec="milliseconds")
-                 if args.since else "")
-        params: list[object] = [since]
-        if args.account:
-            sql += " AND i.account = ?"
-            params.append(args.account)
-        rows = journal.query(sql + " ORDER BY i.id", params)
+        rows = journal.history(args.since, args.account)
         print(_table(("intent at", "account", "order", "rules", "outcome", "qty", "status",
                       "detail"), rows))
-        sweeps = journal.query(
-            "SELECT s.id, s.started_at, s.trigger, s.dry_run, COALESCE(r.result, 'UNFINISHED') "
-            "FROM sweeps s LEFT JOIN sweep_results r ON r.sweep_id = s.id "
-            "WHERE s.started_at >= ? ORDER BY s.id", params[:1])
-        print(f"\n{len(sweeps)} sweep(s); "
-              + ", ".join(f"{k}={v}" for k, v in Counter(r[4] for r in sweeps).items()))
+        results = journal.sweep_results(args.since)
+        print(f"\n{len(results)} sweep(s); "
+              + ", ".join(f"{k}={v}" for k, v in Counter(results).items()))
     finally:
         journal.close()
     return 0

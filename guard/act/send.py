@@ -261,15 +261,19 @@ async def _keep_still_open(batch: _Batch, broker: Canceller, day: date, log: Log
         left = deadline - monotonic()
         if left <= 0:
             for target in list(batch.pending):
-                batch.pending.remove(target)
-                batch.settle(target, "unknown", "", "no read of the book proved the order "
-                             "open after a request that may have been applied")
-                log.warning("cancel.not_resent", order_id=target.order.order_id,
-                            reason="no proof the order is still open")
+                _unproven(batch, target, log, "no read of the book proved the order open after "
+                          "a request that may have been applied")
             return
         await sleep(min(delay, left))
         delay = min(delay * 2, 2.0)
     _keep_open_in(batch, book, log, must_prove=deadline is not None)
+
+
+def _unproven(batch: _Batch, target: CancelTarget, log: Log, why: str) -> None:
+    """Never resend without proof: the item is settled ``unknown`` for confirmation."""
+    batch.pending.remove(target)
+    batch.settle(target, "unknown", "", why)
+    log.warning("cancel.not_resent", order_id=target.order.order_id, reason=why)
 
 
 def _keep_open_in(batch: _Batch, book: Sequence[BookOrder], log: Log, *,
@@ -280,11 +284,8 @@ def _keep_open_in(batch: _Batch, book: Sequence[BookOrder], log: Log, *,
         if now is None:
             if not must_prove:
                 continue  # nothing was applied: it stays pending
-            batch.pending.remove(target)
-            batch.settle(target, "unknown", "", "the order is missing from the book read after "
-                         "a request that may have been applied")
-            log.warning("cancel.not_resent", order_id=target.order.order_id,
-                        reason="order missing from the book")
+            _unproven(batch, target, log, "the order is missing from the book read after a "
+                      "request that may have been applied")
             continue
         if now.status == PENDING_CANCEL or now.final:
             batch.pending.remove(target)

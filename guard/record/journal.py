@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from guard.clock import EXCHANGE_TZ
 from guard.errors import JournalError
 
 __all__ = ["Journal", "OpenIntent"]
@@ -85,6 +86,12 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
+
+
+def _since(instant: datetime | None) -> str:
+    """A lower bound comparable with the stored stamps: they are ISO text in exchange time, so
+    ``--since ...Z`` must be converted first, or it would compare as text against "+07:00"."""
+    return "" if instant is None else _iso(instant.astimezone(EXCHANGE_TZ))
 
 
 def _iso(instant: datetime) -> str:
@@ -272,6 +279,31 @@ class Journal:
                 key = (str(account), str(order_id))
                 counts[key] = counts.get(key, 0) + 1
         return counts
+
+    def history(self, since: datetime | None = None,
+                account: str | None = None) -> list[tuple[Any, ...]]:
+        """Every cancel intent (optionally since ``since``, of ``account``) with its outcome:
+        (created_at, account, order_id, rules, outcome or PENDING, cancelled_qty,
+        final_status, detail), oldest first."""
+        sql = ("SELECT i.created_at, i.account, i.order_id, i.rules, "
+               "COALESCE(o.outcome, 'PENDING'), COALESCE(o.cancelled_qty, ''), "
+               "COALESCE(o.final_status, ''), COALESCE(o.detail, '') FROM intents i "
+               "LEFT JOIN outcomes o ON o.intent_id = i.id WHERE i.created_at >= ?")
+        params: list[object] = [_since(since)]
+        if account:
+            sql += " AND i.account = ?"
+            params.append(account)
+        with self._read() as db:
+            return list(db.execute(sql + " ORDER BY i.id", params).fetchall())
+
+    def sweep_results(self, since: datetime | None = None) -> list[str]:
+        """The result of every sweep started since ``since`` (UNFINISHED if it has none)."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT COALESCE(r.result, 'UNFINISHED') FROM sweeps s "
+                "LEFT JOIN sweep_results r ON r.sweep_id = s.id WHERE s.started_at >= ? "
+                "ORDER BY s.id", (_since(since),)).fetchall()
+        return [str(r[0]) for r in rows]
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only access for ``history`` and tests."""

