@@ -15,19 +15,18 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from guard.evaluate.decision import HoldKind
 from guard.record.log import Observer
 
 __all__ = ["HELD_LABELS", "Metrics", "held_label"]
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 
-# The values of the engine's ``HoldKind`` (guard/evaluate/decision.py), which ``order.held``
-# carries as ``hold``: the only labels of ssi_guard_orders_held_total. Spelled out rather than
-# imported so that record does not depend on evaluate (the packages stay acyclic);
-# tests/service/test_metrics.py holds the two equal.
-HELD_LABELS: Final = ("protected", "banned_window", "already_cancelling", "not_cancellable",
-                      "nothing_left", "board_unknown", "account_not_guarded", "other")
-_OTHER: Final = "other"
+# The engine's ``HoldKind`` values, which ``order.held`` carries as ``hold``: the only labels of
+# ssi_guard_orders_held_total (README lists them; tests/service/test_metrics.py holds it to).
+HELD_LABELS: Final = tuple(kind.value for kind in HoldKind)
+_OTHER: Final = HoldKind.OTHER.value
+
 
 def held_label(event: Mapping[str, Any]) -> str:
     """The bounded label of an ``order.held`` event: its ``hold`` field, the engine's
