@@ -103,22 +103,29 @@ class Probe:
         return total
 
     def watch_signing(self) -> Callable[[], None]:
+        """Time every RSA signature: the SDK's own cancel methods (the seed flow) sign in
+        ``_sign_and_encode``; the guard's client signs the same body with ``ssi_sdk.utils.sign``
+        (it reads the raw reply; see guard/broker/client.py)."""
         import ssi_sdk.services.trading as trading
 
-        original = trading._sign_and_encode
+        import guard.broker.client as client
 
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.sign_s += time.perf_counter() - t
-                self.signatures += 1
+        def timing(original: Callable[..., Any]) -> Callable[..., Any]:
+            def timed(*args: Any, **kwargs: Any) -> Any:
+                t = time.perf_counter()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    self.sign_s += time.perf_counter() - t
+                    self.signatures += 1
+            return timed
 
-        trading._sign_and_encode = timed
+        originals = (trading._sign_and_encode, client.sign)
+        trading._sign_and_encode = timing(originals[0])
+        client.sign = timing(originals[1])  # type: ignore[attr-defined]
 
         def undo() -> None:
-            trading._sign_and_encode = original
+            trading._sign_and_encode, client.sign = originals  # type: ignore[attr-defined]
 
         return undo
 

@@ -25,9 +25,9 @@ from typing import Final, TypeVar
 
 from guard.clock import EXCHANGE_TZ
 from guard.config.schema import Rule, RulesFile
-from guard.evaluate.decision import Hold, HoldKind
 from guard.evaluate.kinds import BookTrigger, OrderTrigger, kind_of
 from guard.market.calendar import Board, MarketCalendar
+from guard.model import Hold, HoldKind
 
 __all__ = ["NOTHING_LEFT", "NOT_GUARDED", "NO_TIMEZONE", "CompiledRules", "Memo"]
 

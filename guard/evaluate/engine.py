@@ -31,10 +31,9 @@ from operator import attrgetter
 from guard.clock import EXCHANGE_TZ
 from guard.config.schema import RulesFile
 from guard.evaluate._compiled import NO_TIMEZONE, NOT_GUARDED, NOTHING_LEFT, CompiledRules, Memo
-from guard.evaluate.decision import Decision, Hold, HoldKind, Match, Verdict
 from guard.evaluate.wording import RuleWording
 from guard.market.calendar import Board, MarketCalendar
-from guard.model import TERMINAL_STATUSES, BookOrder
+from guard.model import TERMINAL_STATUSES, BookOrder, Decision, Hold, HoldKind, Match, Verdict
 
 __all__ = ["Decision", "Hold", "HoldKind", "Match", "Verdict", "evaluate"]
 

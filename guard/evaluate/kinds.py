@@ -32,8 +32,8 @@ from typing import ClassVar, Final
 from guard.clock import EXCHANGE_TZ
 from guard.config.durations import format_duration
 from guard.config.schema import Rule
-from guard.evaluate.decision import HoldKind
 from guard.market.calendar import Board, MarketCalendar
+from guard.model import HoldKind
 
 __all__ = [
     "KINDS",

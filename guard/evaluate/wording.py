@@ -15,10 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 from guard.config.durations import format_duration
 from guard.config.schema import Rule
-from guard.evaluate.decision import Match
 from guard.evaluate.kinds import OrderTrigger, format_literal, kind_of
 from guard.market.calendar import Board
-from guard.model import BookOrder
+from guard.model import BookOrder, Match
 
 __all__ = ["RuleWording", "age_text"]
 

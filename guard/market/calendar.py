@@ -28,17 +28,9 @@ from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 
 from guard.clock import EXCHANGE_TZ
+from guard.model import Board  # the value type; the calendar says what each board does
 
 __all__ = ["Board", "MarketCalendar", "Phase", "Session"]
-
-
-class Board(StrEnum):
-    """The boards the guard knows. ``DER`` is the derivatives board (VN30F...)."""
-
-    HOSE = "HOSE"
-    HNX = "HNX"
-    UPCOM = "UPCOM"
-    DER = "DER"
 
 
 class Phase(StrEnum):

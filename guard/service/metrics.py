@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from guard.evaluate.decision import HoldKind
+from guard.model import HoldKind
 from guard.record.log import Observer
 
 __all__ = ["HELD_LABELS", "Metrics", "held_label"]

@@ -12,7 +12,6 @@ import pytest
 from guard.clock import EXCHANGE_TZ
 from guard.config import schema
 from guard.config.schema import Rule, RulesFile
-from guard.evaluate.decision import HoldKind
 from guard.evaluate.engine import evaluate
 from guard.evaluate.kinds import (
     KINDS,
@@ -27,7 +26,7 @@ from guard.evaluate.kinds import (
 )
 from guard.market.calendar import Board, MarketCalendar
 from guard.market.holidays import build_calendar
-from guard.model import BookOrder
+from guard.model import BookOrder, HoldKind
 
 # How schema.py declares a rule's trigger: the keys of which a rule needs exactly one.
 SCHEMA_TRIGGERS: tuple[str, ...] = schema._TRIGGERS

@@ -18,7 +18,7 @@ from kit.ops import job, rules_yaml, running_guard
 from prometheus_client.parser import text_string_to_metric_families
 
 from guard.clock import EXCHANGE_TZ, FakeClock
-from guard.evaluate.decision import HoldKind
+from guard.model import HoldKind
 from guard.schedule.scheduler import SchedulerDriver
 from guard.service.metrics import HELD_LABELS, Metrics, held_label
 from guard.simulator.control import Simulator
