@@ -19,6 +19,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date
+from functools import partial
 from typing import Any, TypeVar
 
 import httpx
@@ -76,6 +77,7 @@ REFRESH_AHEAD_S = 300  # refresh this long before the access token expires
 # Pace below SSI's published 10 requests/s: the server meters arrivals, the SDK departures, and
 # loopback or network jitter between the two is enough to trip a 429 at exactly the limit.
 DEFAULT_RATE_LIMIT = 9
+MAX_PASSES = 4  # reads of a book that keeps changing while it is paged, before it is unread
 
 
 class Broker:
@@ -379,14 +381,47 @@ class Broker:
         self._save_token()
 
     async def orders(self, account: str, day: date) -> tuple[BookOrder, ...]:
-        """Today's book for ``day`` in exchange time (the SDK's "today" is the host's date)."""
+        """Today's book for ``day`` in exchange time (the SDK's "today" is the host's date),
+        every page of it.
+
+        Pages of ``PAGE_SIZE`` are read until one comes back short or empty. A book that
+        changed while it was paged (``BookChanged``: orders arrived, rows shifted between
+        pages) is read again, until two passes in a row agree; if they never do within
+        ``MAX_PASSES``, the account is unread (``BrokerReplyError``). No decision is taken
+        from half a book.
+        """
+        last: tuple[BookOrder, ...] | None = None
+        problem = ""
+        for _ in range(MAX_PASSES):
+            try:
+                book = await self._read_pass(account, day)
+            except replies.BookChanged as exc:
+                problem, last = str(exc), None
+                continue
+            if not problem or book == last:
+                return book  # no change seen, or two whole passes in a row agree
+            last = book
+        raise BrokerReplyError(f"{problem or f'account {account}: the book kept changing'}; "
+                               f"no two of {MAX_PASSES} reads agreed, so it is not decided on")
+
+    async def _read_pass(self, account: str, day: date) -> tuple[BookOrder, ...]:
+        """One read of every page, in order; its pages as one book (see ``assemble_book``).
+        Each page is the request ``get_historical_orders`` sends, on the same client (token,
+        limiter, retries, error mapping), but its reply is checked raw (``parse_order_page``)."""
         text = day.strftime("%Y/%m/%d")
-        # The request ``get_historical_orders`` sends, on the same client (token, limiter,
-        # retries, error mapping); but its reply is checked raw: see ``parse_order_book``.
-        params = OrderBookRequest(account_no=account, from_date=text, to_date=text).to_dict()
         rest = self.auth.rest_client
-        body = await self._call(lambda: rest.get(EP_ORDER_HISTORY, params=params), write=False)
-        return replies.parse_order_book(body, account)
+        pages: list[replies.Page] = []
+        for number in range(1, replies.MAX_PAGES + 1):
+            params = OrderBookRequest(account_no=account, from_date=text, to_date=text,
+                                      page=number, size=replies.PAGE_SIZE).to_dict()
+            body = await self._call(partial(rest.get, EP_ORDER_HISTORY, params=params),
+                                    write=False)
+            page = replies.parse_order_page(body, account, number, replies.PAGE_SIZE)
+            pages.append(page)
+            if len(page.orders) < replies.PAGE_SIZE:
+                return replies.assemble_book(pages, account)
+        raise BrokerReplyError(f"account {account}: more than {replies.MAX_PAGES} pages of "
+                               f"{replies.PAGE_SIZE} orders; not a plausible day's book")
 
     async def cash(self, account: str) -> CashFigures:
         balance = await self._call(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from enum import Enum
@@ -24,10 +25,11 @@ from guard.market.instruments import Instrument
 from guard.model import BookOrder, CancelReply
 from guard.record.redact import Redactor
 
-__all__ = ["batch_replies", "cancel_reply", "instruments", "money", "parse_order_book",
-           "to_book_order"]
+__all__ = ["BookChanged", "Page", "assemble_book", "batch_replies", "cancel_reply",
+           "instruments", "money", "parse_order_book", "parse_order_page", "to_book_order"]
 
-MAX_BOOK_ROWS = 1000  # the SDK reads one page of 1000; more would be silently cut
+PAGE_SIZE = 1000  # rows asked for per order-book page: SSI's cap
+MAX_PAGES = 100  # a book of more than 100,000 orders in a day is not plausible
 MAX_ID_CHARS = 64  # an orderId or clientRequestId longer than this is not a broker's id
 MAX_PLAUSIBLE = 10**12  # no price (VND) or quantity comes near; beyond it Decimal maths overflows
 MARKET_PRICE_WORDS = frozenset({"ATO", "ATC", "MP", "MTL", "MOK", "MAK", "PLO"})
@@ -275,8 +277,23 @@ def _check_whole_book(orders: Sequence[BookOrder], account: str) -> None:
         seen[key] = order.order_id
 
 
-def parse_order_book(body: Any, account: str) -> tuple[BookOrder, ...]:
-    """One order-book reply, as the server sent it, to the guard's orders.
+class BookChanged(BrokerReplyError):
+    """The book changed while it was paged (a total that moved, a row on two pages): every
+    page parsed, but together they are no one moment's book. The client reads it again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of an order book: its rows, and the book's own count (``totalRecord``), or
+    None when the reply makes no claim."""
+
+    orders: tuple[BookOrder, ...]
+    total: int | None
+
+
+def parse_order_page(body: Any, account: str, page: int = 1,
+                     size: int = PAGE_SIZE) -> Page:
+    """One order-book reply (page ``page`` of ``size`` rows), as the server sent it.
 
     The SDK's ``OrderBook.from_dict`` reads anything that is not an object (a list, a string,
     a number), and any object without ``orderList`` (a ``data`` envelope, an error shape), as
@@ -285,11 +302,11 @@ def parse_order_book(body: Any, account: str) -> tuple[BookOrder, ...]:
     204), a ``code`` 204 marker, ``totalRecord`` 0 or an ``orderList`` that is null or a list
     count as a reply. The rows then go through the SDK's own parsing and ``to_book_order``.
 
-    The book is then checked as a whole, because rules are decided over all of it: a
-    ``totalRecord`` that is not the number of rows read means the page was cut (or padded),
-    and an orderId listed twice means no row of it can be trusted. Either refuses the whole
-    reply (``BrokerReplyError``): the account is reported unread, and nothing is decided from
-    any of its rows. A ``totalRecord`` that is absent or null makes no claim and is accepted.
+    One reply is one moment of the server's book, so it must agree with itself: its rows must
+    be exactly what its ``totalRecord`` leaves for this page (more or fewer means the page was
+    cut, or padded), and an orderId listed twice means no row of it can be trusted. Either
+    refuses the reply (``BrokerReplyError``): the account is reported unread, and nothing is
+    decided from any of its rows. A ``totalRecord`` that is absent or null makes no claim.
     """
     where = f"account {account}: order book reply"
     if not isinstance(body, dict):
@@ -304,17 +321,20 @@ def parse_order_book(body: Any, account: str) -> tuple[BookOrder, ...]:
         raise BrokerReplyError(f"{where}: field orderList is {_kind(rows)}, not a list")
     if rows and is_no_content(body):
         raise BrokerReplyError(f"{where} says No Content (code 204) but lists {len(rows)} rows")
-    if len(rows) >= MAX_BOOK_ROWS:
-        raise BrokerReplyError(f"account {account}: {len(rows)} orders in one page; the book "
-                               "may be cut")
-    if total is not None and total != len(rows):
-        raise BrokerReplyError(
-            f"account {account}: the reply says totalRecord {_show(total)} but {len(rows)} "
-            f"row{'' if len(rows) == 1 else 's'} came; "
-            + ("the book may be cut" if total > len(rows) else "the rows do not add up")
-        )
+    if len(rows) > size:
+        raise BrokerReplyError(f"account {account}: {len(rows)} rows on a page of {size}; the "
+                               "server did not page as asked")
+    if total is not None:
+        expected = max(0, min(size, total - (page - 1) * size))
+        if len(rows) != expected:
+            raise BrokerReplyError(
+                f"account {account}: the reply says totalRecord {_show(total)} but "
+                f"{len(rows)} row{'' if len(rows) == 1 else 's'} came"
+                + (f" on page {page}" if page > 1 else "") + "; "
+                + ("the book may be cut" if len(rows) < expected else "the rows do not add up")
+            )
     if not rows:
-        return ()
+        return Page((), total)
     for index, item in enumerate(rows):
         _check_raw_order(item, index, account)
     try:
@@ -325,7 +345,36 @@ def parse_order_book(body: Any, account: str) -> tuple[BookOrder, ...]:
         raise BrokerReplyError(f"{where}: {len(rows)} rows parsed as {len(orders)} orders")
     book = tuple(to_book_order(o, account) for o in orders)
     _check_whole_book(book, account)
+    return Page(book, total)
+
+
+def assemble_book(pages: Sequence[Page], account: str) -> tuple[BookOrder, ...]:
+    """The pages of one pass as one book, or ``BookChanged`` when they are not one moment's
+    book: a ``totalRecord`` that differs between pages (orders arrived), an order on two pages
+    (rows shifted), or fewer orders than the count. Never a book decided from half."""
+    totals = {p.total for p in pages if p.total is not None}
+    if len(totals) > 1:
+        raise BookChanged(f"account {account}: totalRecord went "
+                          f"{' -> '.join(str(p.total) for p in pages)} while paging")
+    book = tuple(o for p in pages for o in p.orders)
+    try:
+        _check_whole_book(book, account)
+    except BrokerReplyError:
+        raise BookChanged(f"account {account}: an order came on two pages while paging "
+                          "(rows shifted)") from None
+    if totals and len(book) != next(iter(totals)):
+        raise BookChanged(f"account {account}: {len(book)} orders over {len(pages)} pages, "
+                          f"totalRecord {next(iter(totals))}")
     return book
+
+
+def parse_order_book(body: Any, account: str) -> tuple[BookOrder, ...]:
+    """A one-page book (see ``parse_order_page``): its rows, checked as a whole."""
+    page = parse_order_page(body, account, 1, PAGE_SIZE)
+    if page.total is not None and page.total > len(page.orders):
+        raise BrokerReplyError(f"account {account}: totalRecord {page.total} on one page of "
+                               f"{len(page.orders)}; the book has more pages")
+    return assemble_book([page], account)
 
 
 _MISSING: Any = object()

@@ -289,6 +289,11 @@ class Simulator:
     def set_unknown_status(self, order_id: str, code: str) -> None:
         self.server.unknown_status[order_id] = code
 
+    def list_newest_first(self, on: bool = True) -> None:
+        """Order-book pages list the newest order first: an order placed while a client pages
+        then shifts every later row one place, so one row shows on two pages."""
+        self.server.newest_first = on
+
     def inject(self, fault: Fault) -> Fault:
         return self.faults.add(fault)
 

@@ -49,6 +49,7 @@ __all__ = ["ClientCredentials", "RecordedRequest", "SimServer"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 CODE_BAD_REQUEST = "400100"
+MAX_PAGE_SIZE = 1000  # rows per order-book page, at most
 CODE_REPLAY_WINDOW = "400111"
 CODE_DUPLICATE = "409100"
 CODE_RATE_LIMIT = "429100"
@@ -209,6 +210,9 @@ class SimServer:
         # What tests read back; bounded so a long-running ``ssi-guard simulator`` stays small.
         self.requests: deque[RecordedRequest] = deque(maxlen=MAX_RECORDED)
         self.unknown_status: dict[str, str] = {}
+        # Rows newest first (an order placed while a client pages shifts every later row one
+        # place down, so a row can show on two pages): how order books usually list.
+        self.newest_first = False
         self._batch_ids: set[str] = set()
         self._smart_otp: dict[str, int] = {}  # transaction id -> polls so far
         self.smart_otp_pending_polls = 1
@@ -437,9 +441,20 @@ class SimServer:
         orders = self.exchange.book(account)
         if start is not None and end is not None:
             orders = [o for o in orders if start <= _day(o.input_time) <= end]
+        try:
+            index = int(request.query.get("pageIndex", "1"))
+            size = int(request.query.get("pageSize", str(MAX_PAGE_SIZE)))
+        except ValueError:
+            return _error(400, CODE_BAD_REQUEST, "pageIndex and pageSize must be integers")
+        if index < 1 or size < 1:
+            return _error(400, CODE_BAD_REQUEST, "pageIndex and pageSize start at 1")
+        size = min(size, MAX_PAGE_SIZE)  # SSI caps a page at 1,000 rows
         if not orders:
             return web.json_response({"code": 204, "msg": "No Content"})
-        wire = [self._order_wire(o) for o in orders[:1000]]
+        if self.newest_first:
+            orders = orders[::-1]
+        page = orders[(index - 1) * size:index * size]
+        wire = [self._order_wire(o) for o in page]
         return web.json_response(
             {"accountNo": account, "totalRecord": len(orders), "orderList": wire}
         )

@@ -53,7 +53,8 @@ def huge_book(sim: Simulator, order_id: str) -> dict[str, Any]:
 
 # id -> (the reply, built from the real stale order ``a``; what the error must say)
 BOOK_CASES: dict[str, tuple[Any, str]] = {
-    "5MB-book-past-one-page": (huge_book, "20001 orders in one page"),
+    "5MB-book-past-one-page": (huge_book, "20001 rows on a page of 1000; the server did not "
+                               "page as asked"),
     "5MB-orderId": (lambda s, a: book(s, wire(s, a, orderId="9" * 5_000_000)),
                     "field orderId is 5000000 characters"),
     "quantity-abc": (lambda s, a: book(s, wire(s, a, quantity="abc")),
