@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import date
+from datetime import date, datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -57,12 +57,21 @@ from ssi_sdk.utils import (
 
 from guard.broker import replies
 from guard.broker.tokens import TokenCache
+from guard.clock import EXCHANGE_TZ
 from guard.errors import (
     BrokerCallError,
+    BrokerError,
     BrokerReplyError,
     CallKind,
     ReauthRequired,
     call_error,
+)
+from guard.market.accounts import (
+    AccountKind,
+    AccountTyping,
+    DerivativeCash,
+    kind_of_type,
+    suffix_hint,
 )
 from guard.market.instruments import Instrument
 from guard.model import BookOrder, CancelReply, CashFigures
@@ -126,11 +135,16 @@ class Broker:
         # on one API key would keep killing each other's sessions.
         self._otp_spent = False
         self._session_lock: asyncio.Lock | None = None
+        # Each account's kind, read once per exchange day (``account_typing``).
+        self._typing: dict[str, AccountTyping] = {}
+        self._typing_day: date | None = None
+        self._typing_lock: asyncio.Lock | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def open(self) -> None:
         self._session_lock = asyncio.Lock()
+        self._typing_lock = asyncio.Lock()
         self._auth = AsyncAuth(self.config)
         self._trading = AsyncTrading(self._auth)
         self._data = AsyncData(self._auth)
@@ -423,13 +437,78 @@ class Broker:
         raise BrokerReplyError(f"account {account}: more than {replies.MAX_PAGES} pages of "
                                f"{replies.PAGE_SIZE} orders; not a plausible day's book")
 
-    async def cash(self, account: str) -> CashFigures:
-        balance = await self._call(
-            lambda: self.trading.portfolio.get_equity_balance(account), write=False
-        )
-        ppmmr = await self._call(
-            lambda: self.trading.portfolio.get_equity_ppmmr(account), write=False
-        )
+    async def account_typing(self, account: str) -> AccountTyping:
+        """Whether ``account`` is an equity or a derivatives account, as the broker says
+        (``get_account_info()``'s ``accountType``), read once per exchange day for every
+        account the API key holds.
+
+        When the broker does not say (the call failed, the account is not listed, the type is
+        unknown), the number's suffix decides (8: derivatives) and ``account.typed`` is logged
+        as a warning with the reason. A broker that answered is not asked again that day; one
+        that could not be reached (or limited the rate) is asked again on the next need.
+        ``ReauthRequired`` is raised: without a session nothing can be read.
+        """
+        if self._typing_lock is None:
+            raise RuntimeError("Broker is not open")
+        async with self._typing_lock:
+            day = datetime.fromtimestamp(self._wall(), EXCHANGE_TZ).date()
+            if day != self._typing_day:
+                self._typing, self._typing_day = {}, day
+            known = self._typing.get(account)
+            if known is not None:
+                return known
+            typing, keep = await self._read_typing(account)
+            if keep:
+                self._typing[account] = typing
+        if typing.source == "broker":
+            self._log.info("account.typed", account=account, kind=typing.kind.value,
+                           account_type=typing.account_type, source=typing.source)
+        else:
+            self._log.warning("account.typed", account=account, kind=typing.kind.value,
+                              account_type=typing.account_type, source=typing.source,
+                              reason=typing.reason)
+        return typing
+
+    async def _read_typing(self, account: str) -> tuple[AccountTyping, bool]:
+        """One account's typing, and whether it holds for the rest of the day."""
+        hint = suffix_hint(account)
+        try:
+            rows = await self._call(lambda: self.trading.account.get_account_info(),
+                                    write=False)
+            listed = replies.account_types(rows)
+        except BrokerError as exc:
+            transient = isinstance(exc, BrokerCallError) and exc.kind in (
+                "unavailable", "rate_limited", "ambiguous")
+            return AccountTyping(account, hint, "suffix",
+                                 reason=f"get_account_info failed: {exc}"), not transient
+        # Every listed account is typed now: one call serves the day.
+        for number, word in listed.items():
+            kind = kind_of_type(word)
+            if kind is not None and number not in self._typing:
+                self._typing[number] = AccountTyping(number, kind, "broker", word)
+        if account not in listed:
+            return AccountTyping(account, hint, "suffix",
+                                 reason="get_account_info does not list the account"), True
+        word = listed[account]
+        kind = kind_of_type(word)
+        if kind is None:
+            return AccountTyping(account, hint, "suffix", word,
+                                 reason=f"unknown accountType {word!r}"), True
+        return AccountTyping(account, kind, "broker", word), True
+
+    async def cash(self, account: str) -> CashFigures | DerivativeCash:
+        """The account's cash, from the balance its kind keeps it in: an equity account's
+        ``get_equity_balance`` and ``get_equity_ppmmr``, a derivatives account's
+        ``get_derivative_balance`` (its PPMMR has no purchasing-power figure, so it is not
+        read)."""
+        typing = await self.account_typing(account)
+        portfolio = self.trading.portfolio
+        if typing.kind is AccountKind.DERIVATIVE:
+            derivative = await self._call(
+                lambda: portfolio.get_derivative_balance(account), write=False)
+            return replies.derivative_cash(derivative, account)
+        balance = await self._call(lambda: portfolio.get_equity_balance(account), write=False)
+        ppmmr = await self._call(lambda: portfolio.get_equity_ppmmr(account), write=False)
         if balance is None or ppmmr is None:
             raise BrokerReplyError(f"account {account}: no equity balance in the reply")
         return CashFigures(

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Protocol
 
+from guard.market.accounts import DerivativeCash
 from guard.market.instruments import Instrument
 from guard.model import BookOrder, CancelReply, CashFigures
 
@@ -32,7 +33,10 @@ class Canceller(BookReader, Protocol):
 
 
 class CashReader(Protocol):
-    async def cash(self, account: str) -> CashFigures: ...
+    """Reads an account's cash: an equity account's ``CashFigures``, a derivatives
+    account's ``DerivativeCash`` (the broker knows which the account is)."""
+
+    async def cash(self, account: str) -> CashFigures | DerivativeCash: ...
 
 
 class InstrumentSource(Protocol):

@@ -21,12 +21,14 @@ from ssi_sdk.utils import is_no_content
 
 from guard.clock import EXCHANGE_TZ
 from guard.errors import BrokerCallError, BrokerReplyError, call_error
+from guard.market.accounts import DerivativeCash
 from guard.market.instruments import Instrument
 from guard.model import BookOrder, CancelReply
 from guard.record.redact import Redactor
 
-__all__ = ["BookChanged", "Page", "assemble_book", "batch_replies", "cancel_reply",
-           "instruments", "money", "parse_order_book", "parse_order_page", "to_book_order"]
+__all__ = ["BookChanged", "Page", "account_types", "assemble_book", "batch_replies",
+           "cancel_reply", "derivative_cash", "instruments", "money", "parse_order_book",
+           "parse_order_page", "to_book_order"]
 
 PAGE_SIZE = 1000  # rows asked for per order-book page: SSI's cap
 MAX_PAGES = 100  # a book of more than 100,000 orders in a day is not plausible
@@ -494,3 +496,37 @@ def instruments(rows: Sequence[Any]) -> list[Instrument]:
                               ceiling=_price_or_none(getattr(row, "ceiling", None)),
                               floor=_price_or_none(getattr(row, "floor", None))))
     return out
+
+
+def account_types(rows: Any) -> dict[str, str]:
+    """``get_account_info()``'s accounts (the SDK's ``Account`` rows) as account -> the
+    broker's ``accountType`` word ("" when a row gives none). An account listed twice with two
+    different types is left out: which is true cannot be told, so the caller uses the hint."""
+    if not isinstance(rows, list):
+        raise BrokerReplyError(f"account info reply is {_kind(rows)}, not a list of accounts")
+    out: dict[str, str] = {}
+    clashing: set[str] = set()
+    for row in rows:
+        number = getattr(row, "account_no", None)
+        if not isinstance(number, str | int) or isinstance(number, bool) or not str(number):
+            continue
+        raw = _code(getattr(row, "account_type", None))
+        word = raw if raw.isprintable() and len(raw) <= 32 else _show(raw)
+        account = str(number).strip()
+        if account in out and out[account] != word:
+            clashing.add(account)
+        out.setdefault(account, word)
+    for account in clashing:
+        del out[account]
+    return out
+
+
+def derivative_cash(balance: Any, account: str) -> DerivativeCash:
+    """``get_derivative_balance``'s figures (the ``derivative`` member of the accountBalance
+    reply); None (no such member: not a derivatives account, or an error shape) is refused."""
+    if balance is None:
+        raise BrokerReplyError(f"account {account}: no derivative balance in the reply")
+    return DerivativeCash(
+        withdrawable=money(getattr(balance, "withdrawable", None), "withdrawable"),
+        account_balance=money(getattr(balance, "account_balance", None), "accountBalance"),
+    )

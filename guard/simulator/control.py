@@ -45,7 +45,10 @@ DEFAULT_SYMBOLS = (
     Symbol("BSR", "UPCOM", 21_300, 24_400, 18_200),
     Symbol("ACV", "UPCOM", 98_000, 112_700, 83_300),
     Symbol("VEA", "UPCOM", 41_000, 47_100, 34_900),
+    # VN30 index futures, in both code forms: the older VN30F<yymm> and the KRX form that
+    # contracts listed since the KRX system carry (docs/market.md, "Futures contracts").
     Symbol("VN30F2612", "DERIVATIVES", 1_350, 1_444, 1_256),
+    Symbol("41I1FC000", "DERIVATIVES", 1_352, 1_446, 1_258),
 )
 
 _BOARD = {"HOSE": "HOSE", "HNX": "HNX", "UPCOM": "UPCOM", "DERIVATIVES": "DER"}
@@ -238,12 +241,21 @@ class Simulator:
 
     # ---- control ------------------------------------------------------------------------
 
-    def add_account(self, account: str, cash: int = 5_000_000_000) -> None:
-        self.exchange.add_account(account, cash)
+    def add_account(self, account: str, cash: int = 5_000_000_000,
+                    account_type: str = "Cash") -> None:
+        """Open an account; ``account_type`` is what ``get_account_info()`` will say of it
+        (a ``Derivative`` account answers its cash in the ``derivative`` member)."""
+        self.exchange.add_account(account, cash, account_type)
         if account not in self.credentials.accounts:
             object.__setattr__(
                 self.credentials, "accounts", (*self.credentials.accounts, account)
             )
+
+    def set_account_type(self, account: str, account_type: str) -> None:
+        """Change what ``get_account_info()`` says of ``account`` (any word: a test may want
+        one the guard does not know)."""
+        with self.exchange.lock:
+            self.exchange.accounts[account].account_type = account_type
 
     def seed_order(
         self,

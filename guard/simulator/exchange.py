@@ -7,6 +7,9 @@ place:
 
 - a placed order is QU; a buy LO holds ``price x remaining`` of cash (a market buy, the
   ceiling);
+- a futures order (a symbol on the DERIVATIVES board), buy or sell, holds margin instead:
+  ``price x CONTRACT_MULTIPLIER x MARGIN_RATE_PCT% x remaining`` (the ceiling at market), the
+  simulator's own plausible model of initial margin, not SSI's figure (docs/market.md);
 - a cancel answers WC at once and settles after ``cancel_delay`` seconds (real time) to CL,
   or FFPC when part was filled, with ``cancelQty`` set and the held cash released;
 - a cancel of an order in FF, CL, RJ, EX, FFPC or WC is refused, and so is a cancel in a
@@ -52,6 +55,11 @@ TERMINAL = TERMINAL_STATUSES
 UNCANCELLABLE = TERMINAL | {PENDING_CANCEL}
 MARKET_WORDS = frozenset({"ATO", "ATC", "MP", "MTL", "MOK", "MAK", "PLO"})
 
+FUTURES_BOARD = "DERIVATIVES"  # master data's board name for futures contracts
+CONTRACT_MULTIPLIER = 100_000  # VND per index point of a VN30 futures contract
+MARGIN_RATE_PCT = 17  # the simulator's initial margin rate on an open futures order, in %
+ACCOUNT_TYPES = ("Cash", "Margin", "Derivative")  # get_account_info()'s accountType words
+
 
 class ExchangeError(Exception):
     """A refusal the server turns into an error reply: ``code``, ``message`` and HTTP status."""
@@ -94,6 +102,7 @@ class SimOrder:
     modified_time: datetime | None = None
     message: str = ""
     hold_price: int = 0  # price per share a buy holds: the limit, or the ceiling at market
+    margin: bool = False  # a futures order: hold_price is margin per contract, on either side
     cancel_due: float | None = None  # monotonic time when a WC settles
     status_override: str | None = None  # fault injection: an unknown code on the wire
 
@@ -107,18 +116,23 @@ class SimOrder:
 
     @property
     def held_cash(self) -> int:
-        """Cash a buy holds: price x remaining. Market-priced buys hold at the ceiling."""
-        if self.side != "B" or self.status in TERMINAL:
+        """Cash a buy holds: price x remaining (market-priced buys hold at the ceiling); a
+        futures order, either side, holds its margin per contract x remaining."""
+        if (self.side != "B" and not self.margin) or self.status in TERMINAL:
             return 0
         return self.hold_price * self.remaining
 
 
 @dataclass
 class SimAccount:
-    """Cash of one account. ``cash`` is the settled balance before holds."""
+    """Cash of one account. ``cash`` is the settled balance before holds; ``account_type``
+    is what ``get_account_info()`` says (``Cash``, ``Margin``, ``Derivative``, or any word a
+    test wants the guard to meet), and a ``Derivative`` account's balance is answered in the
+    ``derivative`` member of the accountBalance and PPMMR replies."""
 
     account: str
     cash: int
+    account_type: str = "Cash"
     orders: list[str] = field(default_factory=list)
 
 
@@ -154,9 +168,21 @@ class Exchange:
 
     # ---- set-up -------------------------------------------------------------------------
 
-    def add_account(self, account: str, cash: int) -> None:
+    def add_account(self, account: str, cash: int, account_type: str = "Cash") -> None:
         with self.lock:
-            self.accounts[account] = SimAccount(account, cash)
+            self.accounts[account] = SimAccount(account, cash, account_type=account_type)
+
+    def is_derivative(self, account: str) -> bool:
+        with self.lock:
+            acct = self.accounts.get(account)
+            return acct is not None and acct.account_type == "Derivative"
+
+    def is_futures(self, symbol: str) -> bool:
+        sym = self.symbols.get(symbol)
+        return sym is not None and sym.board == FUTURES_BOARD
+
+    def _margin_per_contract(self, price: int) -> int:
+        return price * CONTRACT_MULTIPLIER * MARGIN_RATE_PCT // 100
 
     def add_symbol(self, symbol: Symbol) -> None:
         with self.lock:
@@ -214,7 +240,10 @@ class Exchange:
                 input_time=input_time or self.clock(),
                 hold_price=price if isinstance(price, int) else self._ceiling(symbol),
             )
-            if side == "B" and order.held_cash > self.withdrawable(account):
+            if self.is_futures(symbol):
+                order.margin = True
+                order.hold_price = self._margin_per_contract(order.hold_price)
+            if order.held_cash > self.withdrawable(account):
                 raise ExchangeError(ERR_BAD_ORDER, "insufficient purchasing power")
             self.orders[order_id] = order
             acct.orders.append(order_id)
@@ -235,7 +264,10 @@ class Exchange:
             acct = self.accounts[order.account]
             order.filled += qty
             order.filled_value += qty * fill_price
-            acct.cash += -qty * fill_price if order.side == "B" else qty * fill_price
+            if not order.margin:
+                # A futures fill opens a position and moves no cash here: the simulator does
+                # not model position margin or daily settlement.
+                acct.cash += -qty * fill_price if order.side == "B" else qty * fill_price
             order.modified_time = self.clock()
             if order.remaining == 0:
                 order.status = "FF"

@@ -590,10 +590,24 @@ class SimServer:
     # ---- cash and reference data --------------------------------------------------------
 
     async def account_balance(self, request: web.Request) -> web.Response:
+        """One member per account kind, as SSI answers: ``equity`` for a Cash or Margin
+        account, ``derivative`` for a Derivative one (the other null). A derivatives account's
+        margin is posted at VSDC (``cashVSDC``); what it does not hold is withdrawable."""
         account = self._owned(request, request.query.get("accountNo"))
         with self.exchange.lock:
             hold = self.exchange.on_hold(account)
             cash = self.exchange.accounts[account].cash
+            derivative = self.exchange.is_derivative(account)
+        if derivative:
+            return web.json_response({"equity": None, "derivative": {
+                "accountNo": account,
+                "accountBalance": cash,
+                "fee": 0, "commission": 0, "interest": 0, "extInterest": 0, "loan": 0,
+                "deliveryAmount": 0, "floatingPL": 0, "tradingPL": 0, "totalPL": 0,
+                "withdrawable": cash - hold,
+                "cashSSI": cash - hold, "validNonCashSSI": 0, "withdrawableSSI": cash - hold,
+                "cashVSDC": hold, "validNonCashVSDC": 0, "withdrawableVSDC": 0,
+            }})
         equity = {
             "accountNo": account,
             "accountBalance": cash,
@@ -605,13 +619,31 @@ class SimServer:
 
     async def ppmmr(self, request: web.Request) -> web.Response:
         account = self._owned(request, request.query.get("accountNo"))
-        power = self.exchange.withdrawable(account)
+        with self.exchange.lock:
+            hold = self.exchange.on_hold(account)
+            cash = self.exchange.accounts[account].cash
+            derivative = self.exchange.is_derivative(account)
+        power = cash - hold
+        if derivative:
+            ratio = round(100 * hold / cash, 2) if cash else 0
+            return web.json_response({"equity": None, "derivative": {
+                "accountNo": account, "accountBalance": cash, "withdrawable": power,
+                "totalEquity": cash, "marginable": power, "depositable": 0, "rcCall": 0,
+                "cashSSI": power, "withdrawableSSI": power, "eeSSI": power,
+                "cashVSDC": hold, "withdrawableVSDC": 0, "eeVSDC": 0,
+                "marginReqSSI": hold, "marginReqVSDC": hold,
+                "accountRatioSSI": ratio, "accountRatioVSDC": ratio,
+                "marginCallSSI": 0, "marginCallVSDC": 0,
+            }})
         return web.json_response({"equity": {"accountNo": account, "purchasingPower": power,
-                                             "withdrawable": power, "ee": power}})
+                                             "withdrawable": power, "ee": power},
+                                  "derivative": None})
 
     async def account_info(self, request: web.Request) -> web.Response:
+        with self.exchange.lock:
+            types = {a: x.account_type for a, x in self.exchange.accounts.items()}
         return web.json_response(
-            [{"accountNo": a, "accountType": "Cash"} for a in self.creds.accounts]
+            [{"accountNo": a, "accountType": types.get(a, "Cash")} for a in self.creds.accounts]
         )
 
     async def master_data(self, request: web.Request) -> web.Response:

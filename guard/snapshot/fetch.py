@@ -13,6 +13,7 @@ from datetime import date, datetime
 
 from guard.broker.ports import BookReader, CashReader
 from guard.errors import BrokerError
+from guard.market.accounts import DerivativeCash
 from guard.model import AccountSnapshot, CashFigures
 from guard.record.log import Log
 from guard.snapshot.read import read_books
@@ -38,9 +39,10 @@ async def take_snapshot(broker: BookReader, accounts: Sequence[str], day: date,
 
 
 async def read_cash(broker: CashReader, accounts: Sequence[str],
-                    log: Log) -> dict[str, CashFigures]:
-    """Cash per account; an account whose cash cannot be read is left out (and logged)."""
-    async def one(account: str) -> tuple[str, CashFigures | None]:
+                    log: Log) -> dict[str, CashFigures | DerivativeCash]:
+    """Cash per account (a derivatives account's is its derivative balance); an account whose
+    cash cannot be read is left out (and logged)."""
+    async def one(account: str) -> tuple[str, CashFigures | DerivativeCash | None]:
         try:
             return account, await broker.cash(account)
         except BrokerError as exc:
