@@ -87,6 +87,8 @@ def why_not() -> str | None:
             return f"{tool} is missing (util-linux)"
     if not PID1.exists():
         return f"{PID1} is missing (apt-get install systemd)"
+    if shutil.which("dbus-daemon") is None:
+        return "dbus-daemon is missing (apt-get install dbus): systemd-run --pty needs D-Bus"
     if not Path("/usr/bin/python3").exists():
         return "/usr/bin/python3 is missing (the venv the unit runs must not live under /root)"
     if cgroup2_root() is None:
