@@ -166,6 +166,12 @@ async def _retry(batch: _Batch, broker: Canceller, journal: Journal, sweep_id: i
     for attempt in range(1, max_attempts + 1):
         if not batch.pending:
             break
+        if attempt > 1:
+            # A resend is journaled before it leaves, like the first request: reconcile
+            # measures "may still be on the wire" from a batch's last row, and the wait for
+            # proof can outlast that window.
+            journal.request(sweep_id, clock(), key, "resending",
+                            [t.order.order_id for t in batch.pending], {"attempt": attempt})
         try:
             await _attempt(batch, broker, journal, sweep_id, clock, blog)
         except BrokerCallError as exc:

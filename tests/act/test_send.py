@@ -127,7 +127,7 @@ def test_rate_limited_batch_waits_retry_after_and_rereads(tmp_path: Path) -> Non
         assert sleeps == [0.7]
         assert adapter.finished == ["A"] and [r.status for r in results] == ["accepted"] * 2
         kinds = [k for (k,) in journal.query("SELECT kind FROM requests ORDER BY id")]
-        assert kinds == ["error", "batch"]
+        assert kinds == ["error", "resending", "batch"]
     finally:
         journal.close()
 

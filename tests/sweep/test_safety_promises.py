@@ -355,3 +355,40 @@ def test_a_cancel_accepted_but_never_applied_is_resent_by_later_sweeps_at_most_t
     assert given_up["order_id"] == a and given_up["unconfirmed"] == 3
     assert fourth.result == "incomplete" and sim.order(a).status == "QU"
     assert_one_outcome_per_intent(guard.journal_path)
+
+
+def test_reconcile_waits_for_a_resend_that_was_still_on_the_wire(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A resend leaves after a long wait for proof; the process dies while it is on the wire.
+    The resend was journaled before it left, so the restart waits for it instead of calling
+    the cancel "never landed" and sending another DELETE."""
+    from guard.sweep import run_sweep
+
+    [sim.seed_order(ACCT, "SSI", age=STALE) for _ in range(2)]
+    guard = Guard(sim, tmp_path / "state", rules_text(confirm_timeout="30s"), timeout_ms=1000)
+    sim.inject(Fault("error", "DELETE", BATCH, status=503, times=1))
+    sim.inject(Fault("error", "GET", BOOK, status=503, times=None, skip=2))
+
+    async def scenario() -> tuple[int, int]:
+        async with guard.context(log=Recorder()) as ctx:
+            task = asyncio.create_task(run_sweep(ctx, "dies"))
+            while len(sim.requests_to("DELETE", BATCH)) < 1:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(7.0)  # longer than the broker timeout (1 s) + 5 s
+            sim.faults.clear()
+            sim.inject(Fault("latency", "DELETE", BATCH, seconds=3.0))  # a slow resend
+            while len(sim.requests_to("DELETE", BATCH)) < 2:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)
+            task.cancel()  # the process dies mid-resend
+            await asyncio.gather(task, return_exceptions=True)
+        before = deletes(sim)
+        await guard.asweep(log=Recorder())  # the restart
+        return before, deletes(sim)
+
+    before, after = asyncio.run(scenario())
+    assert after == before
+    answered(sim)
+    assert_no_double_cancel(sim)
+    assert "never landed" not in str(outcomes(guard.journal_path))

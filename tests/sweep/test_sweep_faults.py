@@ -149,7 +149,7 @@ def test_refused_batch_falls_back_to_single_cancels(sim: Simulator, tmp_path: Pa
     assert sorted(sim.accepted_cancels()) == sorted(ids)
     with guard.journal() as j:
         kinds_sent = [k for (k,) in j.query("SELECT kind FROM requests ORDER BY id")]
-    assert kinds_sent == ["error", "single", "single", "single"]
+    assert kinds_sent == ["error", "resending", "single", "single", "single"]
 
 
 def test_fill_racing_the_cancel_is_not_an_error(sim: Simulator, tmp_path: Path) -> None:
