@@ -370,16 +370,18 @@ def test_reconcile_waits_for_a_resend_that_was_still_on_the_wire(
     sim.inject(Fault("error", "DELETE", BATCH, status=503, times=1))
     sim.inject(Fault("error", "GET", BOOK, status=503, times=None, skip=2))
 
+    async def until_deletes(n: int) -> None:
+        await asyncio.to_thread(wait_until, lambda: len(sim.requests_to("DELETE", BATCH)) >= n,
+                                30.0)
+
     async def scenario() -> tuple[int, int]:
         async with guard.context(log=Recorder()) as ctx:
             task = asyncio.create_task(run_sweep(ctx, "dies"))
-            while len(sim.requests_to("DELETE", BATCH)) < 1:
-                await asyncio.sleep(0.01)
+            await until_deletes(1)
             await asyncio.sleep(7.0)  # longer than the broker timeout (1 s) + 5 s
             sim.faults.clear()
             sim.inject(Fault("latency", "DELETE", BATCH, seconds=3.0))  # a slow resend
-            while len(sim.requests_to("DELETE", BATCH)) < 2:
-                await asyncio.sleep(0.01)
+            await until_deletes(2)
             await asyncio.sleep(0.3)
             task.cancel()  # the process dies mid-resend
             await asyncio.gather(task, return_exceptions=True)
