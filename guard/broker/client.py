@@ -138,6 +138,7 @@ class Broker:
         # Each account's kind, read once per exchange day (``account_typing``).
         self._typing: dict[str, AccountTyping] = {}
         self._typing_day: date | None = None
+        self._listing: tuple[dict[str, str], str] | None = None  # accounts, or why not
         self._typing_lock: asyncio.Lock | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -453,48 +454,55 @@ class Broker:
         async with self._typing_lock:
             day = datetime.fromtimestamp(self._wall(), EXCHANGE_TZ).date()
             if day != self._typing_day:
-                self._typing, self._typing_day = {}, day
+                self._typing, self._typing_day, self._listing = {}, day, None
             known = self._typing.get(account)
             if known is not None:
                 return known
             typing, keep = await self._read_typing(account)
             if keep:
                 self._typing[account] = typing
-        if typing.source == "broker":
-            self._log.info("account.typed", account=account, kind=typing.kind.value,
-                           account_type=typing.account_type, source=typing.source)
-        else:
+        if typing.source == "suffix":
             self._log.warning("account.typed", account=account, kind=typing.kind.value,
                               account_type=typing.account_type, source=typing.source,
                               reason=typing.reason)
         return typing
 
     async def _read_typing(self, account: str) -> tuple[AccountTyping, bool]:
-        """One account's typing, and whether it holds for the rest of the day."""
+        """One account's typing, and whether it holds for the rest of the day. The listing
+        is read once a day: every account it types is kept, and so is its answer for the
+        accounts it does not (a refusal, an account left out, a type not known)."""
         hint = suffix_hint(account)
-        try:
-            rows = await self._call(lambda: self.trading.account.get_account_info(),
-                                    write=False)
-            listed = replies.account_types(rows)
-        except BrokerError as exc:
-            transient = isinstance(exc, BrokerCallError) and exc.kind in (
-                "unavailable", "rate_limited", "ambiguous")
-            return AccountTyping(account, hint, "suffix",
-                                 reason=f"get_account_info failed: {exc}"), not transient
-        # Every listed account is typed now: one call serves the day.
-        for number, word in listed.items():
-            kind = kind_of_type(word)
-            if kind is not None and number not in self._typing:
-                self._typing[number] = AccountTyping(number, kind, "broker", word)
+        if self._listing is None:
+            try:
+                rows = await self._call(self.trading.account.get_account_info,
+                                        write=False)
+                listed = replies.account_types(rows)
+            except BrokerError as exc:
+                transient = isinstance(exc, BrokerCallError) and exc.kind in (
+                    "unavailable", "rate_limited", "ambiguous")
+                reason = f"get_account_info failed: {exc}"
+                if not transient:
+                    self._listing = ({}, reason)
+                return AccountTyping(account, hint, "suffix", reason=reason), not transient
+            self._listing = (listed, "")
+            for number, word in listed.items():
+                kind = kind_of_type(word)
+                if kind is not None:
+                    self._typing[number] = AccountTyping(number, kind, "broker", word)
+                    self._log.info("account.typed", account=number, kind=kind.value,
+                                   account_type=word, source="broker")
+            known = self._typing.get(account)
+            if known is not None:
+                return known, True
+        listed, failure = self._listing
+        if failure:
+            return AccountTyping(account, hint, "suffix", reason=failure), True
         if account not in listed:
             return AccountTyping(account, hint, "suffix",
                                  reason="get_account_info does not list the account"), True
         word = listed[account]
-        kind = kind_of_type(word)
-        if kind is None:
-            return AccountTyping(account, hint, "suffix", word,
-                                 reason=f"unknown accountType {word!r}"), True
-        return AccountTyping(account, kind, "broker", word), True
+        return AccountTyping(account, hint, "suffix", word,
+                             reason=f"unknown accountType {word!r}"), True
 
     async def cash(self, account: str) -> CashFigures | DerivativeCash:
         """The account's cash, from the balance its kind keeps it in: an equity account's

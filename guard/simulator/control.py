@@ -30,7 +30,7 @@ from guard.simulator.ratelimit import TokenBuckets
 from guard.simulator.server import ClientCredentials, RecordedRequest, SimServer
 from guard.simulator.sessions import SessionStore
 
-__all__ = ["DEFAULT_SYMBOLS", "Simulator"]
+__all__ = ["DEFAULT_SYMBOLS", "KRX_FUTURES", "Simulator"]
 
 DEFAULT_SYMBOLS = (
     Symbol("SSI", "HOSE", 27_000, 28_850, 25_150),
@@ -45,11 +45,12 @@ DEFAULT_SYMBOLS = (
     Symbol("BSR", "UPCOM", 21_300, 24_400, 18_200),
     Symbol("ACV", "UPCOM", 98_000, 112_700, 83_300),
     Symbol("VEA", "UPCOM", 41_000, 47_100, 34_900),
-    # VN30 index futures, in both code forms: the older VN30F<yymm> and the KRX form that
-    # contracts listed since the KRX system carry (docs/market.md, "Futures contracts").
     Symbol("VN30F2612", "DERIVATIVES", 1_350, 1_444, 1_256),
-    Symbol("41I1FC000", "DERIVATIVES", 1_352, 1_446, 1_258),
 )
+# A VN30 futures contract in the code form of contracts listed since the KRX system, beside
+# the older VN30F<yymm> form above (docs/market.md, "Futures contracts"). Listed by the demo
+# scenario and by the tests that need it (``sim.exchange.add_symbol``).
+KRX_FUTURES = Symbol("41I1FC000", "DERIVATIVES", 1_352, 1_446, 1_258)
 
 _BOARD = {"HOSE": "HOSE", "HNX": "HNX", "UPCOM": "UPCOM", "DERIVATIVES": "DER"}
 

@@ -9,7 +9,7 @@ from typing import Any
 from kit import ACCT, OTHER
 from ssi_sdk.enums import AccountType, OrderSide, OrderType
 
-from guard.simulator.control import Simulator
+from guard.simulator.control import KRX_FUTURES, Simulator
 from guard.simulator.exchange import CONTRACT_MULTIPLIER, MARGIN_RATE_PCT
 
 DER = "0005678"
@@ -38,6 +38,7 @@ def test_a_futures_order_holds_margin_either_side_and_its_cancel_releases_it(
     sim: Simulator, sdk: Any, until: Callable[..., bool]
 ) -> None:
     sim.add_account(DER, CASH, account_type="Derivative")
+    sim.exchange.add_symbol(KRX_FUTURES)
     _, trading = sdk()
 
     def figures() -> tuple[float, float, float, float]:
@@ -85,5 +86,6 @@ def test_the_wire_shape_is_ssis(sim: Simulator, sdk: Any) -> None:
 
 
 def test_both_code_forms_are_on_the_derivatives_board(sim: Simulator) -> None:
+    sim.exchange.add_symbol(KRX_FUTURES)
     assert sim.exchange.board_of("VN30F2612") == "DERIVATIVES"
     assert sim.exchange.board_of("41I1FC000") == "DERIVATIVES"
