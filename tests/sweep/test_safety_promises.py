@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kit import ACCT, BATCH, BOOK, OTHER, SINGLE, STALE
+from kit import ACCT, BATCH, BOOK, OTHER, SINGLE, STALE, wait_until
 from kit.disk import fill, small_disk
 from kit.log import Recorder
 from kit.sweep import (
