@@ -107,7 +107,7 @@ def drop_in(machine: Machine, unit: str, url: str) -> None:
 def login(machine: Machine, argv: list[str], url: str, otp: str) -> str:
     """Run the README's login command on a pty, typing the OTP at its prompt."""
     assert argv[0] == "systemd-run"
-    argv = [argv[0], f"--setenv=SSI_API_URL={url}", *argv[1:]]
+    argv = [argv[0], "-p", f"Environment=SSI_API_URL={url}", *argv[1:]]  # as README says
     master, slave = pty.openpty()
     proc = subprocess.Popen([*machine.nsenter(), *argv], stdin=slave, stdout=slave,
                             stderr=slave, close_fds=True, start_new_session=True)
