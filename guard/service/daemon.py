@@ -214,6 +214,15 @@ class Daemon:
         whatever its place in rules.yaml. If none can be read the broker is unavailable
         (raised); if some cannot, those are named in health."""
         await self.ctx.broker.ensure_session()
+        if "reauth" in self._problems:
+            # The session is back, whatever the books say next: sweeps resume, and a book
+            # that cannot be read is a broker problem, not a reason to log in again.
+            self._reauth_logged = -math.inf
+            # When the new session ends, in exchange time (readable in the log).
+            self.log.info("auth.recovered", session_valid_until=datetime.fromtimestamp(
+                self.ctx.broker.token_expires_at, EXCHANGE_TZ).isoformat(timespec="seconds"))
+            self._problems.pop("reauth", None)
+            self._derive(token_expires_at=self.ctx.broker.token_expires_at)
         day = self.ctx.clock().astimezone(EXCHANGE_TZ).date()
         snapshot = await take_snapshot(self.ctx.broker, self.ctx.rules.accounts, day,
                                        self.ctx.clock, self.log)
@@ -440,18 +449,15 @@ class Daemon:
                 continue
             seen, last_probe = mtime, self._monotonic()
             try:
-                await self._probe()
+                await self._probe()  # clears the re-auth problem once the session is back
             except ReauthRequired as exc:
                 self._degrade_reauth(exc)
+            except BrokerError as exc:
+                self.log.warning("auth.probe_failed", error=str(exc))
+                if not self.needs_login:
+                    self._problem("broker", f"broker unavailable: {exc}")
             except GuardError as exc:
                 self.log.warning("auth.probe_failed", error=str(exc))
-            else:
-                self._reauth_logged = -math.inf
-                # When the new session ends, in exchange time (readable in the log).
-                self.log.info("auth.recovered", session_valid_until=datetime.fromtimestamp(
-                    self.ctx.broker.token_expires_at, EXCHANGE_TZ).isoformat(timespec="seconds"))
-                self._problems.pop("reauth", None)
-                self._derive(token_expires_at=self.ctx.broker.token_expires_at)
 
 
 def _unread_reason(failures: tuple[tuple[str, str], ...]) -> str | None:

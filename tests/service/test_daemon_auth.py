@@ -22,6 +22,7 @@ from guard.service.notify import Notifier
 from guard.service.runtime import open_guard
 from guard.settings import load_credentials
 from guard.simulator.control import Simulator
+from guard.simulator.faults import Fault
 
 
 @pytest.mark.slow
@@ -151,6 +152,45 @@ def test_the_reauth_error_repeats_on_its_interval_and_login_is_seen_at_once(
             report = await daemon.fire(poll)
             assert report is not None and report.result == "ok"
             assert sim.order(stale).status == "CL"
+            daemon.request_stop()
+            await asyncio.wait_for(loop, 2)
+
+    asyncio.run(scenario())
+
+
+def test_a_login_while_no_book_can_be_read_clears_reauth_and_says_broker(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """After `ssi-guard login` the session is back even if every book read fails: health stops
+    asking for a login (it says the broker is unavailable), and sweeps are no longer skipped."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_yaml(poll="30s"))
+    env = guard_env(sim.env(), tmp_path / "state")
+    log = Recorder()
+
+    async def scenario() -> None:
+        async with open_guard(rules, env=env, clock=sim.clock, log=log) as ctx:
+            daemon = Daemon(ctx, rules, notifier=Notifier({}), log=log, recovery_probe_s=0.05,
+                            recovery_tick_s=0.01)
+            await daemon.start()
+            sim.revoke_session()
+            [poll] = [j for j in daemon.jobs if j.job_id == "poll"]
+            assert await daemon.fire(poll) is None and daemon.needs_login
+            sim.inject(Fault("error", "GET", BOOK, status=503, times=None))
+            loop = asyncio.create_task(daemon.recovery_loop())
+            async with Broker(load_credentials(env), TokenCache(ctx.state_dir)) as other:
+                await other.login(otp=sim.credentials.otp)
+            for _ in range(300):  # the probe: session back, then every book read fails
+                if not daemon.needs_login and log.named("auth.probe_failed"):
+                    break
+                await asyncio.sleep(0.01)
+            assert not daemon.needs_login and log.named("auth.recovered")
+            assert daemon.health.state == "degraded"
+            assert daemon.health.reason.startswith("broker unavailable: ")
+            assert "re-auth" not in daemon.health.reason
+            report = await daemon.fire(poll)  # not skipped: it runs, and names the account
+            assert report is not None and report.unread_accounts
+            assert {a for a, _ in report.unread_accounts} == set(ctx.rules.accounts)
             daemon.request_stop()
             await asyncio.wait_for(loop, 2)
 
