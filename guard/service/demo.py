@@ -24,10 +24,13 @@ from guard.schedule.triggers import JobSpec
 from guard.service.daemon import Daemon
 from guard.service.runtime import open_guard
 from guard.simulator.control import Simulator
+from guard.simulator.scenario import DERIVATIVES_ACCOUNT, add_derivatives
 
 __all__ = ["DEMO_DAY", "DemoView", "run_demo"]
 
 DEMO_DAY = date(2026, 11, 23)  # a Monday on the shipped calendar
+# The two equity accounts; the derivatives one (D) is opened by ``add_derivatives``, typed
+# Derivative by get_account_info. 0001238 ends in 8 as well, but the broker says Cash.
 ACCOUNTS = ("0001234", "0001238")
 
 
@@ -62,6 +65,7 @@ def _fill(name: str, qty: int | None) -> Callable[[Simulator, dict[str, str]], N
 
 
 A, B = ACCOUNTS
+D = DERIVATIVES_ACCOUNT
 DAY_SCRIPT: tuple[DayEvent, ...] = (
     DayEvent(time(8, 55), "pre-open orders: SSI and FPT on HOSE, SHS on HNX, BSR on UPCoM, "
              "and a VCB order marked keep-", _all(
@@ -70,6 +74,8 @@ DAY_SCRIPT: tuple[DayEvent, ...] = (
                  _place("shs", B, "SHS", "B", 14_000, 2_000),
                  _place("bsr", B, "BSR", "B", 21_000, 500),
                  _place("vcb", A, "VCB", "B", 90_500, 100, "keep-core-vcb"))),
+    DayEvent(time(9, 2), "VN30F2612 sell 3 @ 1,362 in the derivatives account",
+             _place("vn30f", D, "VN30F2612", "S", 1_362, 3)),
     DayEvent(time(9, 20), "HPG buy 1,000 @ 26,300 on HOSE",
              _place("hpg", A, "HPG", "B", 26_300, 1_000)),
     DayEvent(time(9, 27), "HPG fills 400 of 1,000", _fill("hpg", 400)),
@@ -84,6 +90,8 @@ DAY_SCRIPT: tuple[DayEvent, ...] = (
     DayEvent(time(13, 40), "SSI buy 500 @ 26,800", _place("ssi2", A, "SSI", "B", 26_800, 500)),
     DayEvent(time(14, 18), "FPT buy 100 @ 95,000: fresh, but it would rest into ATC",
              _place("fpt2", A, "FPT", "B", 95_000, 100)),
+    DayEvent(time(14, 21), "41I1FC000 buy 2 @ 1,352 (a VN30 future, KRX code): fresh, but it "
+             "would rest into DER's ATC", _place("krx", D, "41I1FC000", "B", 1_352, 2)),
     DayEvent(time(14, 46), "BSR buy 300 @ 21,100 on UPCoM, which trades until 15:00",
              _place("bsr2", B, "BSR", "B", 21_100, 300)),
 )
@@ -109,6 +117,7 @@ class DemoView:
         self._held: set[tuple[str, str]] = set()
         self.cancelled = 0
         self.released = 0.0
+        self.margin = 0.0
 
     def say(self, text: str, tag: str = "") -> None:
         stamp = self.clock().strftime("%H:%M:%S")
@@ -139,6 +148,13 @@ class DemoView:
             return "CONFIRMED", (f"{who} #{e.get('order_id')} {e.get('outcome')} "
                                  f"{e.get('cancelled_qty')} ({e.get('final_status')}, "
                                  f"{float(e.get('latency_s', 0)):.2f}s)")
+        if kind == "cash.released" and (e.get("basis") == "derivative"
+                                        or e.get("expected") in (None, "None")):
+            # A derivatives account: margin released, with no expected figure to check.
+            self.margin += float(e.get("withdrawable_delta", 0) or 0)
+            return "CASH", (f"{e.get('account')} futures margin released "
+                            f"{_money(e.get('withdrawable_delta'))} VND (derivative balance; "
+                            "no expected figure)")
         if kind == "cash.released":
             if not float(e.get("expected", 0) or 0) and not float(
                     e.get("withdrawable_delta", 0) or 0):
@@ -204,6 +220,7 @@ async def _demo(rules_path: Path, out: TextIO, state_dir: Path) -> int:
     configure_logging(renderer_override=view, stream=out)
     # Unlimited rate on both sides: the virtual day runs ~1,000x faster than a real one.
     sim = Simulator(clock=clock, accounts=ACCOUNTS, rate_limit=0, cancel_delay=0.05)
+    add_derivatives(sim)
     sim.start()
     try:
         env = {**sim.env(), "SSI_GUARD_STATE_DIR": str(state_dir)}
@@ -224,7 +241,8 @@ async def _demo(rules_path: Path, out: TextIO, state_dir: Path) -> int:
         untouched = sim.order(ids["vcb"])  # the keep- order
         out.write("\n")
         view.say(f"day over: {daemon.sweeps_run} sweeps, {view.cancelled} cancels confirmed, "
-                 f"{len(failed)} failed, {view.released:,.0f} VND released; the keep- order is "
+                 f"{len(failed)} failed, {view.released:,.0f} VND released and "
+                 f"{view.margin:,.0f} VND of futures margin; the keep- order is "
                  f"still {untouched.status}", "DONE")
         out.write(f"\njournal: {state_dir / 'journal.sqlite3'} "
                   f"(SSI_GUARD_STATE_DIR={state_dir} ssi-guard history)\n")

@@ -68,18 +68,33 @@ def test_demo_tells_the_trading_day(tmp_path: Path) -> None:
     for tag in ("MATCH", "CONFIRMED", "CASH", "SWEEP", "HELD"):
         assert lines(tag, clock_time(11, 30), clock_time(13, 0)) == [], tag
     assert lines("CONFIRMED", clock_time(13, 0), clock_time(13, 0, 1), has="CEO")
-    # The pre-close sweep at 14:25:00 (HOSE) and 14:55:00 (UPCoM).
+    # A stale futures order (derivatives account, VN30F2612) cancelled in DER's continuous
+    # trading, and the margin it held released: logged with no expected figure.
+    assert [x for x in lines("CONFIRMED", clock_time(9, 17), clock_time(9, 18),
+                             has="0005678 VN30F2612") if "cancelled 3 (CL" in x]
+    assert lines("CASH", clock_time(9, 17), clock_time(9, 18),
+                 has="0005678 futures margin released +69,462,000 VND")
+    # The pre-close sweep at 14:25:00 (HOSE, and DER, which also closes at 14:30) and 14:55:00
+    # (UPCoM): a futures order in the KRX code form is pulled before DER's ATC.
     assert lines("MATCH", clock_time(14, 25), clock_time(14, 25, 1),
                  has="pre-close-sweep (14:25:00 is 5m before HOSE ATC)")
+    assert lines("MATCH", clock_time(14, 25), clock_time(14, 25, 1),
+                 has="41I1FC000 #")[0].endswith("pre-close-sweep (14:25:00 is 5m before DER ATC)")
+    assert lines("CONFIRMED", clock_time(14, 25), clock_time(14, 25, 1),
+                 has="0005678 41I1FC000")
+    assert lines("CASH", clock_time(14, 25), clock_time(14, 25, 1),
+                 has="0005678 futures margin released +45,968,000 VND")
     assert lines("SWEEP", clock_time(14, 25), clock_time(14, 25, 1),
-                 has="pre-close:pre-close-sweep: ok, 1 cancelled")
+                 has="pre-close:pre-close-sweep: ok, 2 cancelled")
     assert lines("CONFIRMED", clock_time(14, 55), clock_time(14, 55, 1), has="BSR")
     assert lines("SHUT", clock_time(14, 59), has="until 2026-11-24 09:00:00")
     # Every confirmation, every release as expected, and the protected order untouched.
-    assert len(lines("CONFIRMED")) == 11
+    assert len(lines("CONFIRMED")) == 13  # 11 equity, 2 futures
     cash = lines("CASH")
-    assert len(cash) == 8 and not [x for x in cash if "MISMATCH" in x]
+    margin = [x for x in cash if "futures margin" in x]
+    assert len(cash) == 10 and len(margin) == 2 and not [x for x in cash if "MISMATCH" in x]
     [done_line] = lines("DONE")
-    assert "11 cancels confirmed, 0 failed" in done_line
+    assert "13 cancels confirmed, 0 failed" in done_line
     assert "146,060,000 VND released" in done_line and "keep- order is still QU" in done_line
+    assert "115,430,000 VND of futures margin" in done_line
     assert (state / "journal.sqlite3").exists()
