@@ -23,7 +23,7 @@ from guard.config.schema import RulesFile
 from guard.confirm.cash import CashRelease, cash_release
 from guard.confirm.confirm import confirm
 from guard.confirm.reconcile import reconcile
-from guard.errors import JournalError
+from guard.errors import JournalError, ReauthRequired
 from guard.evaluate.engine import Decision, evaluate
 from guard.market.calendar import MarketCalendar
 from guard.model import Outcome, SendResult
@@ -299,6 +299,7 @@ async def _act(ctx: SweepContext, trigger: str, log: Log, t0: float, now: dateti
     sent: list[SendResult] = []
     outcomes: list[Outcome] = []
     releases: list[CashRelease] = []
+    fatal: Exception | None = None
     if plan.batches:
         accounts = sorted({t.order.account for t in plan.targets})
         before = await read_cash(ctx.broker, accounts, log)
@@ -308,10 +309,13 @@ async def _act(ctx: SweepContext, trigger: str, log: Log, t0: float, now: dateti
                                    sweep_id=sweep_id, clock=ctx.wall, log=log,
                                    proof_timeout=rules.limits.confirm_timeout.total_seconds())
         except SendAborted as aborted:
-            if not isinstance(aborted.cause, JournalError):
-                raise aborted.cause from None
-            watch.failed(aborted.cause, "send")
-            sent = aborted.results  # went out before the journal failed: still confirmed
+            if isinstance(aborted.cause, ReauthRequired):
+                raise aborted.cause from None  # no read can confirm: reconciled after login
+            if isinstance(aborted.cause, JournalError):
+                watch.failed(aborted.cause, "send")
+            else:
+                fatal = aborted.cause  # raised once what went out is confirmed
+            sent = aborted.results  # went out before sending stopped: still confirmed
         outcomes = await confirm(sent, broker=ctx.broker, log=log, sent_at=t_send,
                                  timeout=rules.limits.confirm_timeout)
         for outcome in outcomes:
@@ -319,6 +323,8 @@ async def _act(ctx: SweepContext, trigger: str, log: Log, t0: float, now: dateti
             watch.write("outcome", ctx.journal.outcome, outcome.sent.intent_id, ctx.wall(),
                         order.account, order.order_id, outcome.kind, outcome.cancelled_qty,
                         outcome.final_status, outcome.detail)
+        if fatal is not None:
+            raise fatal
         after = await read_cash(ctx.broker, accounts, log)
         for account in accounts:
             if account in before and account in after:

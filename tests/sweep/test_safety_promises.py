@@ -394,3 +394,43 @@ def test_reconcile_waits_for_a_resend_that_was_still_on_the_wire(
     answered(sim)
     assert_no_double_cancel(sim)
     assert "never landed" not in str(outcomes(guard.journal_path))
+
+
+def test_a_bug_in_one_batch_still_confirms_what_the_others_sent(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Any failure of one batch but a lost session (a bug, a cache that cannot be written)
+    stops the send, yet every cancel that already went out is confirmed and journaled before
+    the error ends the sweep. The broker here is the real one behind a stand-in that fails
+    OTHER's cancel (the ports make any object with the calls a broker)."""
+    from guard.sweep import run_sweep
+
+    a = sim.seed_order(ACCT, "SSI", age=STALE)
+    sim.seed_order(OTHER, "VNM", "B", 62_000, 100, age=STALE)
+    guard = Guard(sim, tmp_path / "state", rules_text())
+    log = Recorder()
+
+    class Buggy:
+        def __init__(self, real: Any) -> None:
+            self.real = real
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.real, name)
+
+        async def cancel_one(self, account: str, order_id: str) -> Any:
+            if account == OTHER:
+                await asyncio.to_thread(wait_until, lambda: sim.order(a).status != "QU", 5.0)
+                raise RuntimeError("a bug in the second batch")
+            return await self.real.cancel_one(account, order_id)
+
+    async def scenario() -> None:
+        async with guard.context(log=log) as ctx:
+            ctx.broker = Buggy(ctx.broker)
+            with pytest.raises(RuntimeError, match="a bug in the second batch"):
+                await run_sweep(ctx, "test")
+
+    asyncio.run(scenario())
+    assert [f["order_id"] for f in log.named("cancel.sent")] == [a]
+    assert [f["order_id"] for f in log.named("cancel.confirmed")] == [a]
+    assert kinds(guard) == {a: ["cancelled"]}
+    answered(sim)
