@@ -331,10 +331,12 @@ async def _act(ctx: SweepContext, trigger: str, log: Log, t0: float, now: dateti
                 release = cash_release(account, before[account], after[account], outcomes)
                 releases.append(release)
                 event = log.warning if release.mismatch else log.info
-                event("cash.released", account=account,
+                event("cash.released", account=account, basis=release.basis,
                       withdrawable_delta=str(release.withdrawable_delta),
-                      purchasing_power_delta=str(release.purchasing_power_delta),
-                      expected=str(release.expected), mismatch=release.mismatch)
+                      purchasing_power_delta=(None if release.purchasing_power_delta is None
+                                              else str(release.purchasing_power_delta)),
+                      expected=None if release.expected is None else str(release.expected),
+                      mismatch=release.mismatch)
 
     result: SweepResult
     if watch.error is not None:

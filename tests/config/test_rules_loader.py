@@ -77,7 +77,7 @@ def problems(text: str) -> list[str]:
 def test_shipped_rules_yaml_is_valid_and_safe() -> None:
     rf = load_rules(REPO / "rules.yaml")
     assert rf.dry_run is True
-    assert rf.accounts == ("0001234", "0001238")
+    assert rf.accounts == ("0001234", "0001238", "0005678")
     triggers = {r.name: r.describe_trigger() for r in rf.rules}
     assert triggers == {
         "stale-limit-orders": "max_age 15m",

@@ -93,7 +93,7 @@ def test_simulator_subprocess_serves_the_demo_book(
     assert list(env) == ENV_KEYS
     assert env["SSI_API_URL"] == match.group(1)
     accounts = env["SSI_ACCOUNT"].split(",")
-    assert accounts == ["0001234", "0001238"]
+    assert accounts == ["0001234", "0001238", "0005678"]
 
     config = Config(api_url=env["SSI_API_URL"], client_id=env["SSI_CLIENT_ID"],
                     api_key=env["SSI_API_KEY"], api_secret=env["SSI_API_SECRET"],
@@ -108,10 +108,10 @@ def test_simulator_subprocess_serves_the_demo_book(
         book = {acct: trading.portfolio.get_historical_orders(acct, start, end)
                 for acct in accounts}
 
-    assert (len(book["0001234"]), len(book["0001238"])) == (6, 4)
+    assert (len(book["0001234"]), len(book["0001238"]), len(book["0005678"])) == (6, 4, 2)
     orders = [o for acct in accounts for o in book[acct]]
     statuses = sorted(o.status.value for o in orders)
-    assert statuses == ["FF", "PF", "QU", "QU", "QU", "QU", "QU", "QU", "QU", "RJ"]
+    assert statuses == ["FF", "PF"] + ["QU"] * 9 + ["RJ"]
     [partial] = [o for o in orders if o.status is OrderStatus.PARTIAL_FILLED]
     assert (partial.symbol, partial.quantity, partial.filled_quantity) == ("HPG", 1_000, 400)
     [rejected] = [o for o in orders if o.status is OrderStatus.REJECTED]
