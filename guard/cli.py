@@ -190,7 +190,7 @@ async def _sweep_once(args: argparse.Namespace, trigger: str, *, dry: bool,
                 _say(f"ssi-guard: no exchange holiday list for {year}: every weekday counts "
                      "as a trading day; add the year's holidays to rules.yaml `holidays:`")
             try:
-                return await run_sweep(ctx, trigger)
+                report = await run_sweep(ctx, trigger)
             except ReauthRequired as exc:
                 log.error("auth.reauth_required", reason=str(exc),
                           action="run `ssi-guard login` on the host")
@@ -202,6 +202,13 @@ async def _sweep_once(args: argparse.Namespace, trigger: str, *, dry: bool,
                 log.error("sweep.crashed", job=trigger, error=type(exc).__name__,
                           exc_info=exc)
                 raise
+            if ctx.broker.token_unsaved:
+                # The session was refreshed (its refresh token rotated) but not cached: the
+                # next run would present the old one, and the broker would revoke the session.
+                raise StateError(f"the refreshed SSI session could not be saved "
+                                 f"({ctx.broker.token_unsaved}); free the state directory "
+                                 "before the next run, or it will need ssi-guard login")
+            return report
 
 
 def cmd_run_once(args: argparse.Namespace) -> int:
@@ -303,6 +310,9 @@ def cmd_login(args: argparse.Namespace) -> int:
                 transaction = await broker.request_smart_otp()
                 print("Smart OTP sent: approve the request on your phone...", flush=True)
                 await broker.login(transaction_id=transaction)
+            if broker.token_unsaved:
+                raise StateError(f"logged in, but the session could not be saved "
+                                 f"({broker.token_unsaved}); the guard cannot use it")
             expires = datetime.fromtimestamp(broker.token_expires_at, EXCHANGE_TZ)
         print(f"logged in; token cached in {cache.path} (mode 0600), access token valid until "
               f"{expires.isoformat(timespec='seconds')}")

@@ -134,6 +134,9 @@ class Broker:
         # SSI_OTP logs in once at most: after that only `ssi-guard login` may, or two guards
         # on one API key would keep killing each other's sessions.
         self._otp_spent = False
+        # Why the session in memory is not in the token cache (None when it is): see
+        # ``_save_token``.
+        self.token_unsaved: str | None = None
         self._session_lock: asyncio.Lock | None = None
         # Each account's kind, read once per exchange day (``account_typing``).
         self._typing: dict[str, AccountTyping] = {}
@@ -193,13 +196,29 @@ class Broker:
         return True
 
     def _save_token(self) -> None:
+        """Cache the session. A cache that cannot be written (a full disk) never breaks the
+        call that refreshed it: the token is kept in memory, ``token_unsaved`` says why, an
+        error is logged, and the save is tried again before every later call. (A refresh
+        rotates the single-use refresh token: a later process that reads the old one from
+        the cache revokes the session, so the caller must not end quietly while unsaved.)"""
         token = self.auth.token
         if token is None:
             return
         secrets_registry.add(token.access_token, token.refresh_token)
-        if self.cache is not None:
+        if self.cache is None:
+            return
+        try:
             self.cache.save(self.creds.api_url, self.creds.api_key, token.to_dict())
-            self._cache_mtime = self.cache.mtime()
+        except OSError as exc:
+            why = f"cannot write {self.cache.path}: {exc.strerror or type(exc).__name__}"
+            if why != self.token_unsaved:
+                self._log.error("token.save_failed", error=why,
+                                action="free the state directory; the session is kept in "
+                                       "memory until it can be saved")
+            self.token_unsaved = why
+            return
+        self.token_unsaved = None
+        self._cache_mtime = self.cache.mtime()
 
     @property
     def request_timeout_s(self) -> float:
@@ -259,6 +278,8 @@ class Broker:
             await self._ensure_session()
 
     async def _ensure_session(self) -> None:
+        if self.token_unsaved is not None:
+            self._save_token()  # the disk may have been freed since
         if self.cache is not None and self.cache.mtime() != self._cache_mtime:
             await self._load_cached_token()
         token = self.auth.token
@@ -369,7 +390,7 @@ class Broker:
                 await self._recover_session()
             except (SSIError, httpx.HTTPError) as exc:
                 raise self._translate(exc, write=write) from None
-            except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
                 message = f"unparseable reply from the broker ({type(exc).__name__})"
                 if write:
                     raise call_error("ambiguous", message) from None

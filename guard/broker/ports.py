@@ -57,6 +57,11 @@ class Session(Protocol):
 
     def session_changed_at(self) -> float: ...
 
+    @property
+    def token_unsaved(self) -> str | None:
+        """Why the session in memory could not be cached (None when it is)."""
+        ...
+
 
 class BrokerPort(Session, Canceller, CashReader, InstrumentSource, Protocol):
     """Everything a sweep and the daemon use."""

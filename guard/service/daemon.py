@@ -113,7 +113,7 @@ class Daemon:
 
     # Problems, in the order their reasons are shown. Each is set by what happened and
     # cleared only by what proves it gone, so no success elsewhere can hide it.
-    PROBLEMS = ("reauth", "broker", "journal", "accounts", "sweeps", "reload")
+    PROBLEMS = ("reauth", "token", "broker", "journal", "accounts", "sweeps", "reload")
 
     def _problem(self, kind: str, reason: str | None) -> None:
         """Set (``reason``) or clear (None) one problem, and derive health from all of them."""
@@ -124,6 +124,11 @@ class Daemon:
         self._derive()
 
     def _derive(self, **changes: Any) -> None:
+        unsaved = self.ctx.broker.token_unsaved  # read afresh: the broker retries the save
+        if unsaved:
+            self._problems["token"] = f"session not saved: {unsaved}"
+        else:
+            self._problems.pop("token", None)
         if self.health.state in ("stopping", "stopped") and "state" not in changes:
             self._set_health(**changes)
             return

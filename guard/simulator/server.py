@@ -140,7 +140,7 @@ def _json_of(response: web.Response) -> Any:
         return None
     try:
         return json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # a hostile reply nested past Python's recursion
         return None
 
 
