@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from kit import ACCT, AT, BOOK, REPO, STALE
+from kit.disk import fill, small_disk
 from kit.sweep import rules_text
 
 from guard import cli
@@ -64,34 +65,11 @@ def run(sim: Simulator, tmp_path: Path) -> Run:
     return go
 
 
-@contextlib.contextmanager
-def tmpfs(where: Path, size: str) -> Iterator[Path]:
-    """A tiny tmpfs at ``where`` (root only), unmounted whatever happens."""
-    where.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
-                    str(where)], check=True, capture_output=True)
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True)
-
-
-def fill(fs: Path) -> None:
-    """Write until the file system refuses: ENOSPC from here on."""
-    fd = os.open(fs / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        with contextlib.suppress(OSError):
-            while os.write(fd, b"\0" * 4096):
-                pass
-    finally:
-        os.close(fd)
-
-
 # ---- the state directory: exit 5 --------------------------------------------------------
 
 
 def test_a_full_disk_at_start_is_one_line_exit_5(run: Run, tmp_path: Path) -> None:
-    with tmpfs(tmp_path / "fs", "64k") as fs:
+    with small_disk(tmp_path / "fs", "64k") as fs:
         state = fs / "state"
         state.mkdir(mode=0o700)
         fill(fs)
@@ -103,7 +81,7 @@ def test_a_full_disk_at_start_is_one_line_exit_5(run: Run, tmp_path: Path) -> No
 def test_a_disk_that_fills_after_a_first_run_is_one_line_exit_5(
     sim: Simulator, run: Run, tmp_path: Path
 ) -> None:
-    with tmpfs(tmp_path / "fs", "1m") as fs:
+    with small_disk(tmp_path / "fs", "1m") as fs:
         state = fs / "state"
         assert run("run", "--once", "--at", AT, state=state).returncode == 0
         fill(fs)
@@ -113,7 +91,7 @@ def test_a_disk_that_fills_after_a_first_run_is_one_line_exit_5(
 
 
 def test_a_read_only_state_directory_is_one_line_exit_5(run: Run, tmp_path: Path) -> None:
-    with tmpfs(tmp_path / "fs", "1m") as fs:
+    with small_disk(tmp_path / "fs", "1m") as fs:
         state = fs / "state"
         assert run("run", "--once", "--at", AT, state=state).returncode == 0
         subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True, capture_output=True)

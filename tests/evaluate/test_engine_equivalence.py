@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kit.rules import loadable
 
 from guard.clock import EXCHANGE_TZ
 from guard.config.durations import format_duration
@@ -198,20 +199,6 @@ def optional(draw: st.DrawFn, values: list[Any]) -> list[Any] | None:
     if draw(st.integers(0, 2)):
         return None
     return draw(st.lists(st.sampled_from(values), min_size=1, max_size=4, unique=True))
-
-
-def loadable(match: dict[str, Any], cancellable: list[str],
-             pinned: dict[str, str]) -> dict[str, Any]:
-    """``match`` without what makes the schema refuse the rule as never matching (``skip`` with
-    only PF reachable; only exact symbols, all pinned by ``boards:`` outside the rule's boards),
-    so that every drawn file loads and no example is thrown away."""
-    if match["partially_filled"] == "skip" and set(match.get("statuses", cancellable)) <= {"PF"}:
-        match["partially_filled"] = "cancel_rest"
-    symbols, boards = match.get("symbols"), match.get("boards")
-    if symbols is not None and boards is not None and all(
-            s in pinned and pinned[s] not in boards for s in symbols):
-        del match["symbols"]
-    return match
 
 
 @st.composite
