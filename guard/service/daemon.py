@@ -231,10 +231,21 @@ class Daemon:
         day = self.ctx.clock().astimezone(EXCHANGE_TZ).date()
         snapshot = await take_snapshot(self.ctx.broker, self.ctx.rules.accounts, day,
                                        self.ctx.clock, self.log)
+        self._books_read(snapshot.failures)
         if snapshot.failures and not snapshot.books:
-            raise BrokerUnavailable(snapshot.failures[0][1])
-        self._problem("broker", None)
-        self._problem("accounts", _unread_reason(snapshot.failures))
+            raise BrokerUnavailable(snapshot.failures[0][1])  # the caller logs it
+        self._derive()
+
+    def _books_read(self, failures: tuple[tuple[str, str], ...]) -> None:
+        """The broker and accounts problems that one read of every account's book proves:
+        none read is the broker's problem; some unread are those accounts', by name."""
+        self._problems.pop("broker", None)
+        self._problems.pop("accounts", None)
+        if failures and len(failures) == len(self.ctx.rules.accounts):
+            self._problems["broker"] = f"broker unavailable: {failures[0][1]}"
+        elif failures:
+            named = ", ".join(f"{account} ({why})" for account, why in failures)
+            self._problems["accounts"] = f"accounts not read: {named}"
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -373,17 +384,11 @@ class Daemon:
         }
         if report.complete:
             changes["last_ok_sweep_at"] = stamp
-        # A sweep that returned a report proves the session, the broker and the journal.
-        for kind in ("broker", "journal", "sweeps"):
+        # A sweep that returned a report proves the journal and ends a run of failures; what
+        # it read of the books says the rest.
+        for kind in ("journal", "sweeps"):
             self._problems.pop(kind, None)
-        unread = report.unread_accounts
-        if unread and len(unread) == len(self.ctx.rules.accounts):
-            self._problems.pop("accounts", None)
-            self._problems["broker"] = f"broker unavailable: {unread[0][1]}"
-        else:
-            self._problems.pop("accounts", None)
-            if unread:
-                self._problems["accounts"] = _unread_reason(unread) or ""
+        self._books_read(report.unread_accounts)
         self._derive(**changes)
         self._log_idle(job)
         return report
@@ -463,14 +468,6 @@ class Daemon:
                     self._problem("broker", f"broker unavailable: {exc}")
             except GuardError as exc:
                 self.log.warning("auth.probe_failed", error=str(exc))
-
-
-def _unread_reason(failures: tuple[tuple[str, str], ...]) -> str | None:
-    """Health's words for accounts that could not be read, by name; None when all were."""
-    if not failures:
-        return None
-    named = ", ".join(f"{account} ({why})" for account, why in failures)
-    return f"accounts not read: {named}"
 
 
 async def _serve(rules_path: str, force_dry_run: bool, metrics_port: int | None = None,
