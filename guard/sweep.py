@@ -201,9 +201,13 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
             unread_at_reconcile = reconciled.unread
         # The exchange's date, whatever zone the clock answers in (``--at ...Z`` is UTC).
         day = now.astimezone(EXCHANGE_TZ).date()
-        snapshot = await take_snapshot(ctx.broker, rules.accounts, day, ctx.clock, log)
+        # An account whose open intents could not be reconciled may have a dead process's
+        # cancel on the wire: it is not read again, and nothing of it is decided now.
+        skip = {a for a, _ in unread_at_reconcile}
+        snapshot = await take_snapshot(ctx.broker, [a for a in rules.accounts if a not in skip],
+                                       day, ctx.clock, log)
         if unread_at_reconcile:
-            snapshot = _leave_out(snapshot, unread_at_reconcile)
+            snapshot = Snapshot(snapshot.books, snapshot.failures + unread_at_reconcile)
         assert ctx.boards is not None
         boards = await ctx.boards.for_day(day, rules.boards, log)
         orders = [o for book in snapshot.books for o in book.orders]
@@ -259,18 +263,6 @@ def _given_up(ctx: SweepContext, log: Log, decisions: list[Decision],
                       symbol=d.order.symbol, unconfirmed=counts[key],
                       action="cancel it by hand; the guard will not send it again today")
     return frozenset(out)
-
-
-def _leave_out(snapshot: Snapshot, unread: tuple[tuple[str, str], ...]) -> Snapshot:
-    """The snapshot without the accounts whose open intents could not be reconciled: an
-    order of such an account may have a dead process's cancel on the wire, so nothing of it
-    is decided in this sweep."""
-    gone = {a for a, _ in unread}
-    failures = dict(snapshot.failures)
-    for account, why in unread:
-        failures.setdefault(account, why)
-    return Snapshot(tuple(b for b in snapshot.books if b.account not in gone),
-                    tuple(sorted(failures.items())))
 
 
 def _finish_aborted(ctx: SweepContext, sweep_id: int, log: Log, exc: BaseException) -> None:
