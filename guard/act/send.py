@@ -160,9 +160,9 @@ async def _retry(batch: _Batch, broker: Canceller, journal: Journal, sweep_id: i
                  monotonic: Callable[[], float]) -> None:
     """Send the batch's pending items, up to ``max_attempts`` tries (see the module doc)."""
     key = batch.key
-    maybe_applied = False
     # Whether a failed attempt may have been applied: then only a fresh read proves an
     # item still open. Until the first DELETE leaves, nothing can have been applied.
+    maybe_applied = False
     for attempt in range(1, max_attempts + 1):
         if not batch.pending:
             break
