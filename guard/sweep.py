@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,6 +49,8 @@ class SweepContext:
     ``owns_state`` is false for a guard that runs without the state lock (``check``): it may
     run beside a live guard, so it must not reconcile that guard's open intents (they may be
     cancels still on the wire), and it never sends.
+    ``signals`` is asked once per sweep, after the books are read, for the heartbeat rules
+    that are stale at that moment (rule name -> why); see ``guard.snapshot.heartbeat``.
     """
 
     broker: BrokerPort
@@ -63,6 +65,7 @@ class SweepContext:
     boards: BoardResolver | None = None
     in_flight: set[tuple[str, str]] = field(default_factory=set)
     owns_state: bool = True
+    signals: Callable[[], Mapping[str, str]] = field(default=lambda: {})
 
     def __post_init__(self) -> None:
         if self.boards is None:
@@ -211,7 +214,7 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
         assert ctx.boards is not None
         boards = await ctx.boards.for_day(day, rules.boards, log)
         orders = [o for book in snapshot.books for o in book.orders]
-        decisions = evaluate(orders, rules, now, ctx.calendar, boards)
+        decisions = evaluate(orders, rules, now, ctx.calendar, boards, ctx.signals())
         _log_decisions(log, decisions)
 
         given_up = _given_up(ctx, log, decisions, now)

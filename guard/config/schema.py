@@ -40,6 +40,7 @@ __all__ = [
     "ORDER_TYPES",
     "TERMINAL_STATUSES",
     "Alerts",
+    "Heartbeat",
     "Limits",
     "OrderTypeCode",
     "Protect",
@@ -199,6 +200,10 @@ def _webhook(value: str) -> str:
     return value
 
 
+def _optional_webhook(value: str | None) -> str | None:
+    return None if value is None else _webhook(value)
+
+
 def _valid_host(raw_host: str) -> bool:
     """An IP address, or a DNS name (IDNs already in punycode): labels of letters, digits,
     ``-`` and ``_``, none empty, at most 253 characters (a trailing dot is allowed)."""
@@ -251,6 +256,28 @@ def _alerts_given(value: object) -> object:
     return value
 
 
+_CRID_MAX = 64
+
+
+def _crid_glob(value: str) -> str:
+    """A glob on ``clientRequestId``: one line of visible ASCII, as the strategy wrote it."""
+    if not value:
+        raise _err("crid", "must not be empty")
+    if len(value) > _CRID_MAX:
+        raise _err("crid", f"at most {_CRID_MAX} characters (got {len(value)})")
+    if not (value.isascii() and value.isprintable()) or " " in value:
+        raise _err("crid", f"{_q(value)} is not a client request id glob (visible ASCII, no "
+                   "spaces; * ? [ ] as in shell globs)")
+    return value
+
+
+def _heartbeat_file(value: str) -> str:
+    """An absolute path: a relative one would depend on the daemon's working directory."""
+    if not value.startswith("/") or "\0" in value or "\n" in value:
+        raise _err("path", f"{_q(value)} is not an absolute path (e.g. /run/strategy-a/heartbeat)")
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 PollInterval = Annotated[
     timedelta, BeforeValidator(_duration), AfterValidator(_at_least_one_second)
@@ -266,6 +293,8 @@ NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
 _T = TypeVar("_T")
 Given = Annotated[_T, BeforeValidator(_filter_given)]  # optional, but never an explicit null
 RuleName = Annotated[StrictStr, AfterValidator(_rule_name)]
+CridGlob = Annotated[StrictStr, AfterValidator(_crid_glob)]
+HeartbeatFile = Annotated[StrictStr, AfterValidator(_heartbeat_file)]
 
 
 def _problems(title: str, problems: list[tuple[tuple[str | int, ...], str, object]]) -> None:
@@ -296,12 +325,15 @@ class Protect(BaseModel):
 
 
 class Alerts(BaseModel):
-    """Where the daemon reports trips and failures (used by the alerting step)."""
+    """Where the daemon reports trips and failures (used by the alerting step), in which
+    language, and when the day's report goes out. Without ``webhook`` alerts are only logged."""
 
     model_config = _CONFIG
 
-    webhook: Annotated[StrictStr, AfterValidator(_webhook)]
+    webhook: Annotated[StrictStr | None, AfterValidator(_optional_webhook)] = None
     format: Literal["generic", "slack", "telegram"] = "generic"
+    language: Literal["en", "vi"] = "en"
+    daily_report_at: ClockTime | None = None
 
 
 class RuleMatch(BaseModel):
@@ -317,15 +349,27 @@ class RuleMatch(BaseModel):
     sides: Given[tuple[Side, ...] | None] = Field(default=None, min_length=1)
     order_types: Given[tuple[OrderTypeFilter, ...] | None] = Field(default=None, min_length=1)
     statuses: Given[tuple[Status, ...] | None] = Field(default=None, min_length=1)
+    client_request_ids: Given[tuple[CridGlob, ...] | None] = Field(default=None, min_length=1)
     partially_filled: Literal["cancel_rest", "skip"] = "cancel_rest"
     min_remaining_qty: StrictInt = Field(default=0, ge=0)
 
 
-_TRIGGERS = ("max_age", "before_close", "at")
+class Heartbeat(BaseModel):
+    """The dead-man switch: stale when ``file`` is missing or its mtime is older than
+    ``stale_after`` (judged on the host's wall clock, since mtimes are wall time)."""
+
+    model_config = _CONFIG
+
+    file: HeartbeatFile
+    stale_after: PollInterval
+
+
+_TRIGGERS = ("max_age", "before_close", "at", "heartbeat")
 
 
 class Rule(BaseModel):
-    """One named rule: exactly one trigger (``max_age``, ``before_close`` or ``at``) + filters."""
+    """One named rule: exactly one trigger (``max_age``, ``before_close``, ``at`` or
+    ``heartbeat``) + filters."""
 
     model_config = _CONFIG
 
@@ -334,6 +378,7 @@ class Rule(BaseModel):
     before_close: Duration | None = None
     at: tuple[ClockTime, ...] | None = Field(default=None, min_length=1)
     at_window: Duration = timedelta(seconds=60)
+    heartbeat: Heartbeat | None = None
     match: RuleMatch = RuleMatch()
 
     @model_validator(mode="after")
@@ -342,7 +387,8 @@ class Rule(BaseModel):
         if len(given) != 1:
             found = " and ".join(given) if given else "none"
             raise ValueError(
-                f"a rule needs exactly one trigger (max_age, before_close or at); found {found}"
+                "a rule needs exactly one trigger (max_age, before_close, at or heartbeat); "
+                f"found {found}"
             )
         if "at_window" in self.model_fields_set and self.at is None:
             raise ValueError("at_window only applies to an `at` trigger")
@@ -352,7 +398,7 @@ class Rule(BaseModel):
 
     @property
     def trigger(self) -> str:
-        """The trigger's key, for logs: ``max_age``, ``before_close`` or ``at``."""
+        """The trigger's key, for logs: ``max_age``, ``before_close``, ``at`` or ``heartbeat``."""
         return next(t for t in _TRIGGERS if getattr(self, t) is not None)
 
     def describe_trigger(self) -> str:
@@ -361,6 +407,9 @@ class Rule(BaseModel):
             return f"max_age {format_duration(self.max_age)}"
         if self.before_close is not None:
             return f"before_close {format_duration(self.before_close)}"
+        if self.heartbeat is not None:
+            return (f"heartbeat {self.heartbeat.file} stale_after "
+                    f"{format_duration(self.heartbeat.stale_after)}")
         times = self.at or ()
         return "at " + ", ".join(t.isoformat("seconds" if t.second else "minutes") for t in times)
 

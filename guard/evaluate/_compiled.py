@@ -84,10 +84,32 @@ class CompiledRules:
     """
 
     __slots__ = (
-        "_board_facts", "_boards", "_book", "_calendar", "_globs", "_local", "_no_globs", "_now",
-        "_overrides", "_per_order", "_reasons", "accounts", "cutoffs", "fired", "guarded",
-        "keep_partial", "order_types", "prefixes", "qty", "qty_top", "rules", "sides",
-        "status_holds", "statuses",
+        "_board_facts",
+        "_boards",
+        "_book",
+        "_calendar",
+        "_globs",
+        "_local",
+        "_no_globs",
+        "_now",
+        "_overrides",
+        "_per_order",
+        "_reasons",
+        "_signals",
+        "accounts",
+        "crids",
+        "cutoffs",
+        "fired",
+        "guarded",
+        "keep_partial",
+        "order_types",
+        "prefixes",
+        "qty",
+        "qty_top",
+        "rules",
+        "sides",
+        "status_holds",
+        "statuses",
     )
 
     def __init__(
@@ -96,8 +118,10 @@ class CompiledRules:
         now: datetime,
         calendar: MarketCalendar,
         boards: Mapping[str, Board],
+        signals: Mapping[str, str],
     ) -> None:
         self.rules: tuple[Rule, ...] = rules.rules
+        self._signals = signals
         self._now = now
         self._local = now.astimezone(EXCHANGE_TZ)
         self._calendar = calendar
@@ -120,6 +144,15 @@ class CompiledRules:
         # what is left (quantity - filled - cancelled) -> rules whose min_remaining_qty it meets
         minimums = [f.min_remaining_qty for f in filters]  # not self: no cycle to keep alive
         self.qty: Memo[int, int] = Memo(lambda left: _mask(max(0, left) >= m for m in minimums))
+
+        # client_request_id -> rules whose ``client_request_ids`` globs pass it (None: no rule
+        # filters on it, so the engine skips the lookup; ids are mostly unique per order).
+        crid_globs = [(1 << i, re.compile("|".join(map(translate, f.client_request_ids))).match)
+                      for i, f in enumerate(filters) if f.client_request_ids is not None]
+        crid_free = _mask(f.client_request_ids is None for f in filters)
+        self.crids: Memo[str, int] | None = None
+        if crid_globs:
+            self.crids = Memo(lambda crid: crid_free | _mask_of(crid, crid_globs))
 
         self._no_globs = _mask(f.symbols is None for f in filters)
         # One regex per rule for all its globs: ``fnmatchcase`` semantics, one C call a symbol.
@@ -194,7 +227,8 @@ class CompiledRules:
                 allowed = self.rules[i].match.boards
                 if allowed is not None and (board is None or board not in allowed):
                     continue
-                reason = kind.reason(self.rules[i], self._local, self._calendar, board)
+                reason = kind.reason(self.rules[i], self._local, self._calendar, board,
+                                     self._signals)
                 if reason is not None:
                     self._reasons[i, board] = reason
                     mask |= 1 << i
@@ -217,6 +251,14 @@ class CompiledRules:
             if client_request_id.startswith(prefix):
                 return Hold(f"protected prefix {prefix}", HoldKind.PROTECTED)
         return None
+
+
+def _mask_of(value: str, globs: Sequence[tuple[int, Callable[[str], object]]]) -> int:
+    mask = 0
+    for bit, match in globs:
+        if match(value):
+            mask |= bit
+    return mask
 
 
 def _status_hold(status: str, cancellable: frozenset[str]) -> Hold | None:

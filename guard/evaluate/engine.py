@@ -4,7 +4,7 @@ Pure and deterministic: no clock, no I/O, and the same inputs always give the sa
 the same order. A decision records every rule that matched *and* why it is held back, so that a
 dry run (or a log line) reads "matched stale-limit-orders, held: HOSE in ATC: cancel banned".
 
-Each trigger kind (``max_age``, ``before_close``, ``at``) is one class in
+Each trigger kind (``max_age``, ``before_close``, ``at``, ``heartbeat``) is one class in
 ``guard.evaluate.kinds``, which owns its semantics (also in docs/rules-reference.md), its check
 and its wording; this module applies the filters and the holds, which are the same for every
 kind. Each hold is a ``Hold``: its text and its ``HoldKind`` (what metrics count).
@@ -44,18 +44,20 @@ def evaluate(
     now: datetime,
     calendar: MarketCalendar,
     boards: Mapping[str, Board],
+    signals: Mapping[str, str] | None = None,
 ) -> list[Decision]:
     """Decide, for each order that is not final, which rules match and whether it is held.
 
     Orders with a terminal status (FF, CL, RJ, EX, FFPC) are left out. The result is sorted by
-    (account, input_time, order_id). ``rules.boards`` overrides ``boards``.
+    (account, input_time, order_id). ``rules.boards`` overrides ``boards``. ``signals`` names
+    the heartbeat rules that are stale now, with why (measured at the edge).
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("evaluate needs an aware 'now'")
     live = _sorted_live(orders)
     if not live:
         return []
-    compiled = CompiledRules(rules, now, calendar, boards)
+    compiled = CompiledRules(rules, now, calendar, boards, signals or {})
     wording = RuleWording(compiled.rules, compiled.trigger_reason, now)
     verdicts: Memo[int, Verdict] = Memo(lambda mask: Verdict(mask, wording))  # shared
 
@@ -66,6 +68,7 @@ def evaluate(
     keep_partial, qty_top, qty = compiled.keep_partial, compiled.qty_top, compiled.qty
     prefixes, protected = compiled.prefixes, compiled.protected
     guarded = compiled.guarded
+    crids = compiled.crids
     cutoffs, fired, fired_naive = compiled.cutoffs, compiled.fired, compiled.fired[-1]
     no_match = verdicts[0]
     new = tuple.__new__  # Decision's own __new__ without a Python call per order
@@ -86,6 +89,8 @@ def evaluate(
                 mask &= keep_partial
             if mask and left < qty_top:
                 mask &= qty[left]
+            if mask and crids is not None:
+                mask &= crids[order.client_request_id]
             if mask:
                 try:  # drop the per-order (max_age) rules the order is too young for
                     mask &= fired[bisect_left(cutoffs, order.input_time)]

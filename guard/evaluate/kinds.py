@@ -1,5 +1,5 @@
 """Trigger kinds as a table: one class per rules.yaml trigger (``max_age``, ``before_close``,
-``at``), owning everything the engine knows about it.
+``at``, ``heartbeat``), owning everything the engine knows about it.
 
 A kind owns its schema ``field`` (the attribute of ``Rule`` that holds it), its check, its
 reason wording and the hold kinds it can produce. The engine, ``_compiled`` and ``wording``
@@ -10,14 +10,16 @@ ask ``kind_of(rule)`` and branch only on the two ways a check can be compiled:
   engine finds an order among all such cutoffs with one ``bisect``. Its reason is a template
   with the order's age as its one blank.
 - ``BookTrigger``: the same answer for every order on one board at one instant, so it is
-  asked once per board per ``evaluate`` and gives the reason text, or None.
+  asked once per board per ``evaluate`` and gives the reason text, or None. It may also read
+  ``signals``: facts about the world outside the book that the edge measured for this
+  ``evaluate`` (which heartbeat rules are stale, and why), keyed by rule name.
 
 Adding a trigger is a field in ``guard/config/schema.py`` (and its ``_TRIGGERS``), one class
 here passed to ``register``, and its section in ``docs/rules-reference.md``.
 ``tests/evaluate/test_trigger_kinds.py`` fails while a schema trigger has no class, and ``register``
 refuses a kind the fast path cannot compile: it fails at import rather than never matching.
 
-Pure: no clock, no I/O. Semantics of the three kinds are in their docstrings and in
+Pure: no clock, no I/O. Semantics of the kinds are in their docstrings and in
 ``docs/rules-reference.md`` ("Trigger semantics and boundaries").
 """
 
@@ -40,6 +42,7 @@ __all__ = [
     "At",
     "BeforeClose",
     "BookTrigger",
+    "Heartbeat",
     "MaxAge",
     "OrderTrigger",
     "TriggerKind",
@@ -80,10 +83,11 @@ class BookTrigger(TriggerKind):
 
     @abstractmethod
     def reason(
-        self, rule: Rule, local: datetime, calendar: MarketCalendar, board: Board | None
+        self, rule: Rule, local: datetime, calendar: MarketCalendar, board: Board | None,
+        signals: Mapping[str, str],
     ) -> str | None:
         """Why ``rule`` fires on ``board`` (None: unknown) at ``local`` (exchange time), or
-        None if it does not."""
+        None if it does not. ``signals`` maps a rule name to why it is signalled now."""
 
 
 class MaxAge(OrderTrigger):
@@ -122,7 +126,8 @@ class BeforeClose(BookTrigger):
     field = "before_close"
 
     def reason(
-        self, rule: Rule, local: datetime, calendar: MarketCalendar, board: Board | None
+        self, rule: Rule, local: datetime, calendar: MarketCalendar, board: Board | None,
+        signals: Mapping[str, str],
     ) -> str | None:
         assert rule.before_close is not None
         if board is None:
@@ -146,7 +151,8 @@ class At(BookTrigger):
     field = "at"
 
     def reason(
-        self, rule: Rule, local: datetime, calendar: MarketCalendar, board: Board | None
+        self, rule: Rule, local: datetime, calendar: MarketCalendar, board: Board | None,
+        signals: Mapping[str, str],
     ) -> str | None:
         if not calendar.is_trading_day(local.date()):
             return None
@@ -156,6 +162,24 @@ class At(BookTrigger):
                 shown = at.isoformat("seconds" if at.second else "minutes")
                 return f"fixed sweep at {shown}"
         return None
+
+
+class Heartbeat(BookTrigger):
+    """``heartbeat``: fires while the edge reports the rule's heartbeat stale (``signals``
+    holds its name), for every order its ``match`` passes, whatever its age or board. The
+    engine's holds still apply: in a banned window the orders are held, not sent.
+
+    Staleness is measured outside the pure core (``guard.snapshot.heartbeat``), on the host's
+    wall clock; the signal's text is the reason (``heartbeat /run/a/hb stale since 10:00:03``).
+    """
+
+    field = "heartbeat"
+
+    def reason(
+        self, rule: Rule, local: datetime, calendar: MarketCalendar, board: Board | None,
+        signals: Mapping[str, str],
+    ) -> str | None:
+        return signals.get(rule.name)
 
 
 _KINDS: dict[str, TriggerKind] = {}
@@ -203,3 +227,4 @@ def format_literal(text: str) -> str:
 register(MaxAge())
 register(BeforeClose())
 register(At())
+register(Heartbeat())

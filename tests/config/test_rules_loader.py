@@ -262,8 +262,8 @@ def test_crlf_and_bom_are_fine() -> None:
         ),
         (
             MINIMAL + "    before_close: 5m\n",
-            ["rules.yaml:4: rules[0]: a rule needs exactly one trigger (max_age, before_close "
-             "or at); found max_age and before_close"],
+            ["rules.yaml:4: rules[0]: a rule needs exactly one trigger (max_age, before_close, "
+             "at or heartbeat); found max_age and before_close"],
         ),
         (
             MINIMAL + "    at_window: 10s\n",

@@ -45,6 +45,7 @@ def reference(
     now: datetime,
     calendar: MarketCalendar,
     boards: Mapping[str, Board],
+    signals: Mapping[str, str] | None = None,
 ) -> list[Expected]:
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("evaluate needs an aware 'now'")
@@ -56,7 +57,7 @@ def reference(
         matches = tuple(
             Match(rule.name, reason)
             for rule in rules.rules
-            if (reason := _match(rule, order, board, now, calendar)) is not None
+            if (reason := _match(rule, order, board, now, calendar, signals or {})) is not None
         )
         held = _held(order, board, rules, now, calendar)
         decisions.append((order, board, matches, held))
@@ -111,15 +112,20 @@ def _filters_pass(rule: Rule, order: BookOrder, board: Board | None) -> bool:
         return False
     if f.statuses is not None and order.status not in f.statuses:
         return False
+    if f.client_request_ids is not None and not any(
+            fnmatchcase(order.client_request_id, p) for p in f.client_request_ids):
+        return False
     if f.partially_filled == "skip" and (order.status == "PF" or order.filled > 0):
         return False
     return order.remaining >= f.min_remaining_qty
 
 
 def _match(rule: Rule, order: BookOrder, board: Board | None, now: datetime,
-           calendar: MarketCalendar) -> str | None:
+           calendar: MarketCalendar, signals: Mapping[str, str]) -> str | None:
     if not _filters_pass(rule, order, board):
         return None
+    if rule.heartbeat is not None:
+        return signals.get(rule.name)
     if rule.max_age is not None:
         if order.input_time.tzinfo is None:
             return None
@@ -211,8 +217,11 @@ def rules_files(draw: st.DrawFn) -> RulesFile:
     rules = []
     for i in range(draw(st.integers(1, 8))):
         rule: dict[str, Any] = {"name": f"r{i}"}
-        trigger = draw(st.sampled_from(["max_age", "max_age", "before_close", "at"]))
-        if trigger == "max_age":
+        trigger = draw(st.sampled_from(["max_age", "max_age", "before_close", "at",
+                                        "heartbeat"]))
+        if trigger == "heartbeat":
+            rule["heartbeat"] = {"file": f"/run/s{i}/hb", "stale_after": "10s"}
+        elif trigger == "max_age":
             rule["max_age"] = draw(st.sampled_from(DURATIONS))
         elif trigger == "before_close":
             rule["before_close"] = draw(st.sampled_from(DURATIONS[:-1]))
@@ -228,6 +237,7 @@ def rules_files(draw: st.DrawFn) -> RulesFile:
             "sides": optional(draw, ["B", "S"]),
             "order_types": optional(draw, [t for t in ORDER_TYPES if t != "PLO"]),
             "statuses": optional(draw, cancellable),
+            "client_request_ids": optional(draw, ["cr-*", "keep-?", "*7", "[cm]*", "cr-1"]),
         }
         match = {k: v for k, v in match.items() if v is not None}
         match["partially_filled"] = draw(st.sampled_from(["cancel_rest", "skip"]))
@@ -285,10 +295,10 @@ def books(draw: st.DrawFn, now: datetime, rf: RulesFile) -> list[BookOrder]:
 
 
 def same(orders: list[BookOrder], rf: RulesFile, now: datetime,
-         boards: Mapping[str, Board]) -> list[Decision]:
+         boards: Mapping[str, Board], signals: Mapping[str, str] | None = None) -> list[Decision]:
     """Both engines, compared field by field so a failure names what differs."""
-    expected = reference(orders, rf, now, CAL, boards)
-    got = evaluate(orders, rf, now, CAL, boards)
+    expected = reference(orders, rf, now, CAL, boards, signals)
+    got = evaluate(orders, rf, now, CAL, boards, signals)
     assert len(got) == len(expected)
     for g, (order, board, matches, held) in zip(got, expected, strict=True):
         assert g.order is order
@@ -308,7 +318,10 @@ def test_same_decisions_as_the_reference(data: st.DataObject) -> None:
     now = data.draw(instants(rf))
     orders = data.draw(books(now, rf))
     boards = data.draw(st.sampled_from([PLAIN_BOARDS, BoardMap(now.date(), MASTER)]))
-    same(orders, rf, now, boards)
+    # Some heartbeat rules stale (and a signal for a name no rule has), some not.
+    names = [r.name for r in rf.rules if r.heartbeat is not None] + ["nobody"]
+    stale = data.draw(st.lists(st.sampled_from(names), unique=True))
+    same(orders, rf, now, boards, {n: f"heartbeat of {n} stale" for n in stale})
 
 
 def test_same_decisions_at_every_turn_of_every_trigger() -> None:

@@ -3,6 +3,7 @@ compile, and a kind it cannot compile is refused at once instead of never matchi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +19,7 @@ from guard.evaluate.kinds import (
     At,
     BeforeClose,
     BookTrigger,
+    Heartbeat,
     MaxAge,
     OrderTrigger,
     TriggerKind,
@@ -31,7 +33,9 @@ from guard.model import BookOrder, HoldKind
 # How schema.py declares a rule's trigger: the keys of which a rule needs exactly one.
 SCHEMA_TRIGGERS: tuple[str, ...] = schema._TRIGGERS
 
-ONE_OF_EACH = {"max_age": "15m", "before_close": "5m", "at": ["11:25"]}
+ONE_OF_EACH: dict[str, Any] = {
+    "max_age": "15m", "before_close": "5m", "at": ["11:25"],
+    "heartbeat": {"file": "/run/strategy-a/heartbeat", "stale_after": "10s"}}
 
 
 def test_every_schema_trigger_has_a_compilable_kind() -> None:
@@ -57,11 +61,12 @@ def test_a_rule_finds_its_kind(trigger: str) -> None:
     assert getattr(rule, kind_of(rule).field) is not None
 
 
-def test_the_three_kinds_and_how_they_compile() -> None:
+def test_the_kinds_and_how_they_compile() -> None:
     assert isinstance(KINDS["max_age"], MaxAge) and isinstance(KINDS["max_age"], OrderTrigger)
     assert isinstance(KINDS["before_close"], BeforeClose)
     assert isinstance(KINDS["at"], At)
-    assert all(isinstance(KINDS[k], BookTrigger) for k in ("before_close", "at"))
+    assert isinstance(KINDS["heartbeat"], Heartbeat)
+    assert all(isinstance(KINDS[k], BookTrigger) for k in ("before_close", "at", "heartbeat"))
     assert all(not kind.holds for kind in KINDS.values())
 
 
@@ -83,7 +88,7 @@ class Holding(BookTrigger):
     holds = frozenset({HoldKind.OTHER})
 
     def reason(self, rule: Rule, local: datetime, calendar: MarketCalendar,
-               board: Board | None) -> str | None:
+               board: Board | None, signals: Mapping[str, str]) -> str | None:
         return None
 
 
@@ -91,7 +96,7 @@ class NotAField(BookTrigger):
     field = "max_agee"
 
     def reason(self, rule: Rule, local: datetime, calendar: MarketCalendar,
-               board: Board | None) -> str | None:
+               board: Board | None, signals: Mapping[str, str]) -> str | None:
         return None
 
 
@@ -139,3 +144,28 @@ def test_each_kind_words_its_own_reason() -> None:
                         "fixed sweep at 14:25:30")
     assert KINDS["max_age"].template(rf.rules[0]).format("17m12s") == (  # type: ignore[attr-defined]
         "age 17m12s >= 15m")
+
+
+def test_a_heartbeat_rule_fires_only_while_signalled_and_words_its_signal() -> None:
+    now = datetime(2026, 11, 27, 10, 0, 3, tzinfo=EXCHANGE_TZ)
+    rf = RulesFile.model_validate({
+        "version": 1, "accounts": ["0001234"],
+        "rules": [{"name": "alive", "heartbeat": ONE_OF_EACH["heartbeat"],
+                   "match": {"client_request_ids": ["sa-*"]}}]})
+    young = now - timedelta(seconds=1)
+    ours = BookOrder(account="0001234", order_id="1", client_request_id="sa-1", symbol="SSI",
+                     side="B", order_type="LO", price=None, price_word=None, quantity=100,
+                     filled=0, cancelled=0, status="QU", input_time=young)
+    theirs = BookOrder(account="0001234", order_id="2", client_request_id="sb-1", symbol="SSI",
+                       side="B", order_type="LO", price=None, price_word=None, quantity=100,
+                       filled=0, cancelled=0, status="QU", input_time=young)
+    fresh = evaluate([ours, theirs], rf, now, build_calendar(), {"SSI": Board.HOSE})
+    assert not any(d.verdict for d in fresh)
+    why = "heartbeat /run/strategy-a/heartbeat stale since 10:00:03"
+    stale = evaluate([ours, theirs], rf, now, build_calendar(), {"SSI": Board.HOSE},
+                     {"alive": why})
+    by_id = {d.order.order_id: d for d in stale}
+    assert by_id["1"].cancel and by_id["1"].reason == why
+    assert not by_id["2"].verdict  # its client request id is not sa-*
+    other = evaluate([ours], rf, now, build_calendar(), {"SSI": Board.HOSE}, {"other": why})
+    assert not other[0].verdict  # a signal for another rule name is not this rule's
