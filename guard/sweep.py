@@ -66,6 +66,8 @@ class SweepContext:
     in_flight: set[tuple[str, str]] = field(default_factory=set)
     owns_state: bool = True
     signals: Callable[[], Mapping[str, str]] = field(default=lambda: {})
+    honour_pause: bool = True  # False only for the operator's own cancel-all
+
 
     def __post_init__(self) -> None:
         if self.boards is None:
@@ -73,7 +75,7 @@ class SweepContext:
 
     @property
     def paused(self) -> bool:
-        return (self.state_dir / "paused").exists()
+        return self.honour_pause and (self.state_dir / "paused").exists()
 
     @property
     def dry_run(self) -> bool:
