@@ -68,7 +68,6 @@ class SweepContext:
     signals: Callable[[], Mapping[str, str]] = field(default=lambda: {})
     honour_pause: bool = True  # False only for the operator's own cancel-all
 
-
     def __post_init__(self) -> None:
         if self.boards is None:
             self.boards = BoardResolver(self.broker)
