@@ -22,6 +22,7 @@ from guard.errors import ConfigError, GuardError, ReauthRequired, StateError
 from guard.record.redact import Redactor
 
 if TYPE_CHECKING:
+    from guard.service.panic import CancelAll, PanicResult
     from guard.sweep import SweepReport
 
 __all__ = ["main"]
@@ -249,6 +250,119 @@ def cmd_check(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+# ---- the panic button -------------------------------------------------------------------
+
+
+def _print_panic(result: PanicResult) -> None:
+    from guard.service.panic import HEADERS
+
+    what = "would do" if result.preview else "did"
+    print(f"cancel-all as of {result.market_time} (sweep {result.sweep_id}; what it {what}): "
+          f"{result.result}")
+    if result.rows:
+        print(_table(HEADERS, result.rows))
+    else:
+        print("no open order passes the filters")
+    for account, why in result.unread:
+        print(f"account {_safe(account)}: NOT READ: {_safe(why, LINE_MAX)}")
+    for account, delta in result.cash:
+        print(f"account {_safe(account)}: cash released {_safe(delta)}")
+    if result.paused_overridden:
+        print("note: the pause file is set; cancel-all is an operator command and acted anyway")
+    actions = Counter(r[6] for r in result.rows)
+    if actions:
+        print(", ".join(f"{n} {a}" for a, n in sorted(actions.items())))
+
+
+def _confirm(result: PanicResult) -> bool:
+    """Ask on the terminal; only ``yes`` goes on."""
+    n = sum(1 for r in result.rows if r[6] == "would cancel")
+    try:
+        answer = input(f"Cancel these {n} order(s) now? Type yes to confirm: ")
+    except EOFError:
+        return False
+    return answer.strip().lower() == "yes"
+
+
+def cmd_cancel_all(args: argparse.Namespace) -> int:
+    """The panic button: standalone when no daemon holds the state directory, else through
+    the daemon (a login from here would end its session)."""
+    from guard.config.loader import load_rules
+    from guard.service.lock import StateLock
+    from guard.service.panic import CancelAll, operator_rules
+    from guard.settings import resolve_state_dir
+
+    request = CancelAll(tuple(args.account or ()), tuple(args.symbol or ()),
+                        tuple(args.client_request_id or ()))
+    interactive = sys.stdin.isatty()
+    if not args.yes and not interactive:
+        raise ConfigError("cancel-all: no terminal to confirm on: pass --yes to cancel "
+                          "without asking (nothing was done)")
+    rules = load_rules(args.rules)
+    operator_rules(rules, request)  # a bad filter is exit 1 before any request
+    state_dir = resolve_state_dir()
+    probe = StateLock(state_dir)
+    standalone = probe.try_acquire()
+    probe.release()
+    _setup_logging(args)
+
+    if standalone:
+        return asyncio.run(_cancel_all_here(args, request))
+    if args.at is not None:
+        raise ConfigError("cancel-all: --at is for rehearsals and cannot be used while a daemon "
+                          f"holds {state_dir}")
+    return asyncio.run(_cancel_all_in_daemon(state_dir, rules.limits.confirm_timeout
+                                             .total_seconds(), request, args.yes))
+
+
+def _finish(result: PanicResult) -> int:
+    _print_panic(result)
+    return 0 if result.complete else 6
+
+
+async def _cancel_all_here(args: argparse.Namespace, request: CancelAll) -> int:
+    import structlog
+
+    from guard.service.ops import alerting
+    from guard.service.panic import press
+    from guard.service.runtime import open_guard
+
+    log = structlog.get_logger("guard")
+    async with open_guard(args.rules, clock=_market_clock(args.at), log=log) as ctx:
+        alerts = ctx.rules.alerts
+        async with alerting(alerts.webhook if alerts else None,
+                            alerts.format if alerts else "generic",
+                            has_holiday_data=ctx.calendar.has_holiday_data,
+                            flush_s=ONCE_FLUSH_S):
+            if not args.yes:
+                preview = await press(ctx, request, preview=True)
+                _print_panic(preview)
+                if not any(r[6] == "would cancel" for r in preview.rows):
+                    return 0 if preview.complete else 6
+                if not _confirm(preview):
+                    _say("cancel-all: not confirmed; nothing was cancelled")
+                    return 1
+            return _finish(await press(ctx, request))
+
+
+async def _cancel_all_in_daemon(state_dir: Path, confirm_s: float, request: CancelAll,
+                                yes: bool) -> int:
+    from guard.service.control import ask_daemon
+
+    # A sweep already running, then the operator's own, each within its confirmation bound.
+    timeout = 2 * confirm_s + 120
+    _say(f"cancel-all: a daemon holds {state_dir}; asking it to act")
+    if not yes:
+        preview = await ask_daemon(state_dir, request, preview=True, timeout_s=timeout)
+        _print_panic(preview)
+        if not any(r[6] == "would cancel" for r in preview.rows):
+            return 0 if preview.complete else 6
+        if not _confirm(preview):
+            _say("cancel-all: not confirmed; nothing was cancelled")
+            return 1
+    return _finish(await ask_daemon(state_dir, request, preview=False, timeout_s=timeout))
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     from guard.record.journal import Journal
     from guard.settings import resolve_state_dir
@@ -474,6 +588,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     p.add_argument("--log-level", default="WARNING")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("cancel-all", help="the panic button: cancel every open order that "
+                                          "passes the filters, now (live, asks first)")
+    p.add_argument("--rules", default="rules.yaml", help="rules file (default: rules.yaml)")
+    p.add_argument("--account", action="append", help="only this account (repeatable)")
+    p.add_argument("--symbol", action="append", metavar="GLOB",
+                   help="only symbols matching this glob (repeatable)")
+    p.add_argument("--client-request-id", action="append", metavar="GLOB",
+                   help="only client request ids matching this glob (repeatable)")
+    p.add_argument("--yes", action="store_true", help="do not ask (required without a terminal)")
+    p.add_argument("--at", type=_instant,
+                   help="rehearsal: evaluate the bans as of this instant (not beside a daemon)")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    p.add_argument("--log-level", default="WARNING")
+    p.set_defaults(func=cmd_cancel_all)
 
     p = sub.add_parser("history", help="print the journal of cancels")
     p.add_argument("--since", type=_instant, help="only intents from this instant on")

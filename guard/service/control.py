@@ -1,0 +1,148 @@
+"""The daemon's control socket: how ``ssi-guard cancel-all`` asks a running daemon to act.
+
+A second process must not log in beside the daemon (one SSI login ends the other's session),
+so a command that needs the broker while a daemon holds the state directory sends its request
+here instead: ``$STATE_DIR/control.sock``, a Unix socket of mode 0600 in the 0700 state
+directory, so only the guard's own user can reach it. One JSON line in, one JSON line out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from guard.errors import GuardError, StateError
+from guard.record.log import Log
+from guard.service.panic import CancelAll, PanicResult
+
+__all__ = ["ControlServer", "ask_daemon", "socket_path"]
+
+MAX_LINE = 64 * 1024
+Handler = Callable[[CancelAll, bool], Awaitable[PanicResult]]
+
+
+def socket_path(state_dir: Path) -> Path:
+    return state_dir / "control.sock"
+
+
+class ControlServer:
+    """Serves ``cancel-all`` requests with ``handler(request, preview)``; one at a time is
+    the handler's business (the daemon runs them under its sweep lock)."""
+
+    def __init__(self, state_dir: Path, handler: Handler, log: Log | None = None) -> None:
+        self.path = socket_path(state_dir)
+        self._handler = handler
+        self._log = log or structlog.get_logger("guard")
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        """Bind the socket. The caller holds the state lock, so a socket file left there is
+        a dead daemon's and is replaced. Not being able to bind is logged, never fatal: the
+        guard's own sweeps do not need it."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path),
+                                                           limit=MAX_LINE)
+            os.chmod(self.path, 0o600)
+        except OSError as exc:
+            self._log.error("control.unavailable", path=str(self.path),
+                            error=exc.strerror or type(exc).__name__,
+                            effect="cancel-all cannot reach this daemon")
+            await self.stop()
+            return
+        self._log.info("control.listening", path=str(self.path))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            reply = await self._answer(reader)
+            writer.write(json.dumps(reply).encode() + b"\n")
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _answer(self, reader: asyncio.StreamReader) -> dict[str, Any]:
+        try:
+            line = await reader.readline()
+            raw = json.loads(line)
+            if not isinstance(raw, dict) or raw.get("op") != "cancel-all":
+                raise StateError("control: unknown request")
+            request = CancelAll.from_json(raw.get("filters"))
+            preview = raw.get("preview") is True
+        except (ValueError, asyncio.LimitOverrunError, GuardError) as exc:
+            why = str(exc) if isinstance(exc, GuardError) else "unreadable request"
+            self._log.warning("control.refused", error=why)
+            return {"ok": False, "error": why, "exit": 1}
+        self._log.info("control.received", op="cancel-all", preview=preview,
+                       **request.as_json())
+        try:
+            result = await self._handler(request, preview)
+        except GuardError as exc:
+            return {"ok": False, "error": str(exc), "exit": exc.exit_code}
+        except Exception as exc:
+            self._log.error("control.crashed", error=type(exc).__name__, exc_info=exc)
+            return {"ok": False, "error": f"internal error ({type(exc).__name__}) in the daemon",
+                    "exit": 70}
+        return {"ok": True, "result": result.as_json()}
+
+
+class DaemonError(GuardError):
+    """The daemon answered with an error: its own exit code, its own one line."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+async def ask_daemon(state_dir: Path, request: CancelAll, *, preview: bool,
+                     timeout_s: float) -> PanicResult:
+    """Send one ``cancel-all`` to the daemon that holds ``state_dir`` and wait for its result
+    (``timeout_s`` covers a sweep already running, the operator's, and its confirmation)."""
+    path = socket_path(state_dir)
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(path), limit=16 * MAX_LINE)
+    except OSError as exc:
+        raise StateError(f"a running ssi-guard holds {state_dir} but does not answer on "
+                         f"{path} ({exc.strerror or type(exc).__name__}); run cancel-all "
+                         "where that daemon runs, or stop it first") from None
+    try:
+        message = {"op": "cancel-all", "preview": preview, "filters": request.as_json()}
+        writer.write(json.dumps(message).encode() + b"\n")
+        await writer.drain()
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout_s)
+        except TimeoutError:
+            raise StateError(f"the daemon did not answer within {timeout_s:.0f}s; its log "
+                             "says what it did") from None
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+    try:
+        reply = json.loads(line)
+        if reply.get("ok") is True:
+            return PanicResult.from_json(reply["result"])
+        error, code = str(reply["error"]), int(reply["exit"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise StateError("the daemon's answer was unreadable; its log says what it did"
+                         ) from None
+    raise DaemonError(error, code)
