@@ -3,10 +3,12 @@
 ``AlertRules`` is a structlog processor that maps the guard's own events to conditions that
 fire and resolve (re-authentication required, an unconfirmed cancel, a tripped circuit breaker,
 a failed sweep, a missed pre-close sweep, a year with no holiday data, a failed rules reload,
-a journal that cannot be written). ``Alerter`` keeps one alert per condition until it clears,
-with a reminder interval, and delivers in the background: a bounded timeout and a few retries,
-so a webhook that hangs or fails never delays a sweep, and no failure of one alert stops the
-delivery of the next.
+a journal that cannot be written, a heartbeat rule whose strategy went quiet). ``Alerter`` keeps
+one alert per condition (per rule for heartbeats) until it clears, with a reminder interval,
+and delivers in the background: a bounded timeout and a few retries, so a webhook that hangs
+or fails never delays a sweep, and no failure of one alert stops the delivery of the next.
+Every text a person reads is in ``alerts.language`` (``guard.report.i18n``); condition names
+and the JSON keys stay English.
 """
 
 from __future__ import annotations
@@ -18,28 +20,40 @@ import socket
 import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
 import structlog
 
+from guard.clock import EXCHANGE_TZ
 from guard.record.log import Observer
 from guard.record.redact import Redactor, secrets_registry
+from guard.report import i18n
+from guard.report.i18n import Language
 
 __all__ = ["Alert", "AlertRules", "Alerter", "render_body"]
 
 Format = Literal["generic", "slack", "telegram"]
-State = Literal["firing", "resolved", "reminder"]
+State = Literal["firing", "resolved", "reminder", "report"]
 
 
 @dataclass(frozen=True)
 class Alert:
+    """One message to the webhook. ``subject`` tells apart alerts of one condition that fire
+    and clear on their own (``heartbeat_lost`` of two rules); ``report`` is a one-off."""
+
     condition: str
     state: State
     summary: str
     details: dict[str, Any]
     at: float
+    subject: str | None = None
+
+
+def _key(condition: str, subject: str | None) -> str:
+    return condition if subject is None else f"{condition}/{subject}"
 
 
 _SECRET_PART_LEN = 12  # path segments and query values this long may be tokens
@@ -64,9 +78,10 @@ def _register_url_secrets(url: str) -> None:
         secrets_registry.add(parts.password)
 
 
-def render_body(alert: Alert, fmt: Format, url: str) -> dict[str, Any]:
-    """The JSON body for one alert in the webhook's format."""
-    icon = {"firing": "ALERT", "reminder": "STILL FIRING", "resolved": "RESOLVED"}[alert.state]
+def render_body(alert: Alert, fmt: Format, url: str,
+                language: Language = "en") -> dict[str, Any]:
+    """The JSON body for one alert in the webhook's format; the chat text in ``language``."""
+    icon = i18n.state(alert.state, language)
     text = f"[ssi-guard {icon}] {alert.condition}: {alert.summary}"
     if fmt == "slack":
         return {"text": text}
@@ -89,9 +104,10 @@ class Alerter:
     def __init__(self, url: str | None, fmt: Format = "generic", *, timeout_s: float = 5.0,
                  retries: int = 3, backoff_s: float = 0.5, remind_every_s: float = 3600.0,
                  remind_tick_s: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, language: Language = "en") -> None:
         self.url = url
         self.fmt = fmt
+        self.language: Language = language
         self.timeout_s = timeout_s
         self.retries = max(1, retries)
         self.backoff_s = backoff_s
@@ -145,30 +161,41 @@ class Alerter:
             self._log.error("alert.worker_failed", task=task.get_name(),
                             error=type(outcome).__name__)
 
-    def fire(self, condition: str, summary: str, **details: Any) -> None:
+    def fire(self, condition: str, summary: str, *, subject: str | None = None,
+             **details: Any) -> None:
         now = self._clock()
-        last = self._active.get(condition)
-        self._latest[condition] = Alert(condition, "reminder", summary, details, now)
+        key = _key(condition, subject)
+        last = self._active.get(key)
+        self._latest[key] = Alert(condition, "reminder", summary, details, now, subject)
         if last is not None and now - last < self.remind_every_s:
             return
         state: State = "firing" if last is None else "reminder"
-        self._active[condition] = now
-        self._enqueue(Alert(condition, state, summary, details, now))
+        self._active[key] = now
+        self._enqueue(Alert(condition, state, summary, details, now, subject))
 
-    def resolve(self, condition: str, summary: str = "cleared") -> None:
-        self._latest.pop(condition, None)
-        if self._active.pop(condition, None) is not None:
-            self._enqueue(Alert(condition, "resolved", summary, {}, self._clock()))
+    def resolve(self, condition: str, summary: str | None = None, *,
+                subject: str | None = None) -> None:
+        key = _key(condition, subject)
+        self._latest.pop(key, None)
+        if self._active.pop(key, None) is not None:
+            said = summary if summary is not None else i18n.text("cleared", self.language)
+            self._enqueue(Alert(condition, "resolved", said, {}, self._clock(), subject))
+
+    def report(self, condition: str, summary: str, **details: Any) -> None:
+        """A one-off message (the day's report): no firing state to keep, no reminder, no
+        resolution."""
+        self._enqueue(Alert(condition, "report", summary, details, self._clock()))
 
     def remind_due(self) -> None:
         """Send a reminder for every condition still firing ``remind_every_s`` after its
         last alert (the latest summary seen for it)."""
         now = self._clock()
-        for condition, last in list(self._active.items()):
-            latest = self._latest.get(condition)
+        for key, last in list(self._active.items()):
+            latest = self._latest.get(key)
             if latest is not None and now - last >= self.remind_every_s:
-                self._active[condition] = now
-                self._enqueue(Alert(condition, "reminder", latest.summary, latest.details, now))
+                self._active[key] = now
+                self._enqueue(Alert(latest.condition, "reminder", latest.summary,
+                                    latest.details, now, latest.subject))
 
     async def _remind_forever(self) -> None:
         while True:
@@ -182,7 +209,7 @@ class Alerter:
         redactor = Redactor()
         details = dict(redactor(None, "", dict(alert.details)))
         alert = Alert(alert.condition, alert.state, redactor.scrub(alert.summary), details,
-                      alert.at)
+                      alert.at, alert.subject)
         queue, loop = self._queue, self._loop
         if queue is None or loop is None or not self.url or loop.is_closed():
             self.sent.append(alert)  # nowhere to deliver: still visible to status and tests
@@ -236,7 +263,7 @@ class Alerter:
         ``alert.undelivered``. Raises only if the body cannot be made (nothing to retry)."""
         url = self.url
         assert url
-        content = json.dumps(render_body(alert, self.fmt, url), default=str)
+        content = json.dumps(render_body(alert, self.fmt, url, self.language), default=str)
         error = "unknown"
         for attempt in range(1, self.retries + 1):
             try:
@@ -257,12 +284,24 @@ class Alerter:
                         attempts=self.retries, error=error)
 
 
+def _when(iso: Any) -> str:
+    """An ISO instant as exchange time a person reads (``2026-11-23 10:02:03``); text that is
+    not one, as it is."""
+    try:
+        at = datetime.fromisoformat(str(iso))
+    except ValueError:
+        return str(iso)
+    if at.tzinfo is not None:
+        at = at.astimezone(EXCHANGE_TZ)
+    return at.strftime("%Y-%m-%d %H:%M:%S")
+
+
 class AlertRules(Observer):
     """structlog processor: the guard's events -> conditions fired or resolved.
 
     ``has_holiday_data(year)`` lets a reload that adds the missing year's holidays resolve
-    the ``no_holiday_data`` condition. As an ``Observer`` it can never break the log call
-    (and so the sweep) it watches.
+    the ``no_holiday_data`` condition. Summaries are in the alerter's language. As an
+    ``Observer`` it can never break the log call (and so the sweep) it watches.
     """
 
     def __init__(self, alerter: Alerter,
@@ -271,60 +310,91 @@ class AlertRules(Observer):
         self.has_holiday_data = has_holiday_data
         self._no_data_years: set[int] = set()
 
+    def _say(self, key: str, **fields: Any) -> str:
+        return i18n.text(key, self.alerter.language, **fields)
+
     def observe(self, event: MutableMapping[str, Any]) -> None:
         kind = event.get("event")
         a = self.alerter
+        say = self._say
         if kind == "auth.reauth_required":
-            a.fire("reauth_required", "SSI session lost: run `ssi-guard login` on the host "
-                   f"({event.get('reason')})", reason=event.get("reason"))
+            a.fire("reauth_required", say("reauth_required", reason=event.get("reason")),
+                   reason=event.get("reason"))
         elif kind == "auth.recovered":
-            a.resolve("reauth_required", "session restored")
+            a.resolve("reauth_required", say("reauth_required.resolved"))
         elif kind == "cancel.failed" and event.get("outcome") == "unconfirmed":
-            a.fire("unconfirmed_cancel", f"cancel of order {event.get('order_id')} "
-                   f"({event.get('account')} {event.get('symbol')}, rule {event.get('rule')}) "
-                   f"not confirmed: {event.get('detail')}",
-                   order_id=event.get("order_id"), account=event.get("account"),
-                   symbol=event.get("symbol"), rule=event.get("rule"))
+            a.fire("unconfirmed_cancel", say(
+                "unconfirmed_cancel", order_id=event.get("order_id"),
+                account=event.get("account"), symbol=event.get("symbol"),
+                rule=event.get("rule"), detail=event.get("detail")),
+                order_id=event.get("order_id"), account=event.get("account"),
+                symbol=event.get("symbol"), rule=event.get("rule"))
         elif kind == "breaker.tripped":
             rules = event.get("rules") or {}
             by_rule = ", ".join(f"{r}={n}" for r, n in dict(rules).items())
-            a.fire("circuit_breaker", f"circuit breaker: {event.get('matches')} cancels wanted, "
-                   f"limit {event.get('limit')} per sweep; nothing was cancelled "
-                   f"(by rule: {by_rule})", matches=event.get("matches"),
-                   limit=event.get("limit"), rules=dict(rules))
+            a.fire("circuit_breaker", say("circuit_breaker", matches=event.get("matches"),
+                                          limit=event.get("limit"), by_rule=by_rule),
+                   matches=event.get("matches"), limit=event.get("limit"), rules=dict(rules))
         elif kind in ("sweep.failed", "sweep.crashed"):
-            a.fire("sweep_failed", f"sweep {event.get('job')} failed: {event.get('error')}",
+            a.fire("sweep_failed", say("sweep_failed", job=event.get("job"),
+                                       error=event.get("error")),
                    job=event.get("job"), error=event.get("error"))
         elif kind == "schedule.missed" and event.get("critical"):
-            a.fire("missed_preclose", f"scheduled sweep {event.get('job')} missed "
-                   f"(was due {event.get('scheduled')})", job=event.get("job"),
-                   scheduled=event.get("scheduled"))
+            a.fire("missed_preclose", say("missed_preclose", job=event.get("job"),
+                                          scheduled=event.get("scheduled")),
+                   job=event.get("job"), scheduled=event.get("scheduled"))
         elif kind == "calendar.no_holiday_data":
             year = event.get("year")
             if isinstance(year, int):
                 self._no_data_years.add(year)
-            a.fire("no_holiday_data", f"no exchange holiday list for {year}: add "
-                   "it to rules.yaml `holidays:` and reload (SIGHUP)", year=year)
+            a.fire("no_holiday_data", say("no_holiday_data", year=year), year=year)
         elif kind == "rules.reload_failed":
             self._reload_failed(event)
         elif kind == "rules.reloaded":
-            a.resolve("reload_failed", f"rules reloaded from {event.get('path')}")
+            a.resolve("reload_failed", say("reload_failed.resolved", path=event.get("path")))
             self._check_holidays_again()
         elif kind == "journal.write_failed":
-            a.fire("journal_failed", f"journal {event.get('path')} cannot be written: "
-                   f"{event.get('error')}", path=event.get("path"), error=event.get("error"))
+            a.fire("journal_failed", say("journal_failed", path=event.get("path"),
+                                         error=event.get("error")),
+                   path=event.get("path"), error=event.get("error"))
+        elif kind == "heartbeat.lost":
+            self._heartbeat_lost(event)
+        elif kind == "heartbeat.resumed":
+            rule = str(event.get("rule"))
+            a.resolve("heartbeat_lost", say("heartbeat_lost.resolved", rule=rule,
+                                            lost_for=i18n.duration(event.get("lost_for_s"),
+                                                                   a.language)),
+                      subject=rule)
         elif kind == "sweep.finished":
             self._sweep_finished(event)
+
+    def _heartbeat_lost(self, event: MutableMapping[str, Any]) -> None:
+        """One alert per heartbeat rule: the strategy behind it stopped touching its file (or
+        the file is gone), so the rule now pulls that strategy's orders."""
+        rule = str(event.get("rule"))
+        age = event.get("age_s")
+        fields = {"rule": rule, "file": event.get("file"),
+                  "stale_since": _when(event.get("stale_since"))}
+        if age is None:
+            summary = self._say("heartbeat_lost.missing", **fields)
+        else:
+            summary = self._say("heartbeat_lost", age=i18n.duration(age, self.alerter.language),
+                                **fields)
+        self.alerter.fire("heartbeat_lost", summary, subject=rule, rule=rule,
+                          file=event.get("file"), stale_since=event.get("stale_since"),
+                          age_s=age)
 
     def _reload_failed(self, event: MutableMapping[str, Any]) -> None:
         """The guard runs on, on the old rules: say which file and what is wrong with it."""
         raw = event.get("problems")
         problems = [str(p) for p in raw] if isinstance(raw, list | tuple) else []
         path = event.get("path")
-        first = problems[0] if problems else "see the log"
-        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        self.alerter.fire("reload_failed", f"reload of {path} failed, previous rules kept: "
-                          f"{first}{more}", path=path, problems=problems)
+        first = problems[0] if problems else self._say("reload_failed.see_log")
+        more = (self._say("reload_failed.more", n=len(problems) - 1) if len(problems) > 1
+                else "")
+        self.alerter.fire("reload_failed", self._say("reload_failed", path=path, first=first,
+                                                     more=more),
+                          path=path, problems=problems)
 
     def _check_holidays_again(self) -> None:
         if self.has_holiday_data is None or not self._no_data_years:
@@ -332,33 +402,35 @@ class AlertRules(Observer):
         if all(self.has_holiday_data(y) for y in self._no_data_years):
             years = ", ".join(str(y) for y in sorted(self._no_data_years))
             self._no_data_years.clear()
-            self.alerter.resolve("no_holiday_data", f"holidays for {years} are configured")
+            self.alerter.resolve("no_holiday_data",
+                                 self._say("no_holiday_data.resolved", years=years))
 
     def _sweep_finished(self, event: MutableMapping[str, Any]) -> None:
         a = self.alerter
+        say = self._say
         result = event.get("result")
         trigger = str(event.get("trigger", ""))
         raw_unread = event.get("unread_accounts") or []
         unread = [raw_unread] if isinstance(raw_unread, str) else list(raw_unread)
         if result in ("ok", "nothing_to_do", "dry_run"):
-            a.resolve("sweep_failed", "sweeps succeed again")
+            a.resolve("sweep_failed", say("sweep_failed.resolved"))
             if not event.get("unconfirmed"):
-                a.resolve("unconfirmed_cancel", "a later sweep completed")
-            a.resolve("circuit_breaker", "matches back under the limit")
-            a.resolve("journal_failed", "a sweep was journaled again")
+                a.resolve("unconfirmed_cancel", say("unconfirmed_cancel.resolved"))
+            a.resolve("circuit_breaker", say("circuit_breaker.resolved"))
+            a.resolve("journal_failed", say("journal_failed.resolved"))
             if trigger.startswith(("pre-close:", "at:")):  # the critical, fixed-time jobs
-                a.resolve("missed_preclose", f"scheduled sweep {trigger} ran")
+                a.resolve("missed_preclose", say("missed_preclose.resolved", trigger=trigger))
         elif result == "incomplete" or unread:
             # (a sweep blocked by the breaker can also have books it could not read: those
             # accounts were not guarded at all, which the breaker alert does not say)
-            problems = [f"{event.get(k)} {k}" for k in ("unconfirmed", "failed")
+            problems = [say(f"problem.{k}", n=event.get(k)) for k in ("unconfirmed", "failed")
                         if event.get(k)]
             if unread:
-                problems.append(f"accounts not read: {', '.join(map(str, unread))}")
+                problems.append(say("problem.unread", accounts=", ".join(map(str, unread))))
             if event.get("deferred"):
-                problems.append(f"{event.get('deferred')} deferred (a cancel of a previous "
-                                "run may still be on the wire)")
-            a.fire("sweep_failed", f"sweep {trigger} {result}: "
-                   f"{'; '.join(problems) or 'some cancels are not final'}",
+                problems.append(say("problem.deferred", n=event.get("deferred")))
+            a.fire("sweep_failed", say("sweep_incomplete", trigger=trigger,
+                                       result=i18n.result(str(result), a.language),
+                                       problems="; ".join(problems) or say("problem.none")),
                    trigger=trigger, unread_accounts=unread,
                    unconfirmed=event.get("unconfirmed"), failed=event.get("failed"))
