@@ -1,0 +1,126 @@
+"""``ssi-guard cancel-all`` as a real subprocess against the simulator, with no daemon: the
+confirmation (a terminal, ``--yes``, neither), the filters, the holds and the exit codes."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kit import ACCT, AT, FRESH, OTHER, STALE
+from kit.sweep import rules_text
+
+from guard.simulator.control import Simulator
+
+
+@pytest.fixture
+def env(sim: Simulator, tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "rules.yaml").write_text(rules_text(dry_run=True))
+    return {**os.environ, **sim.env(), "SSI_GUARD_STATE_DIR": str(tmp_path / "state")}
+
+
+def cancel_all(tmp_path: Path, env: dict[str, str], *args: str,
+               stdin: int | None = subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "guard", "cancel-all", "--rules", str(tmp_path / "rules.yaml"),
+         *args], env=env, stdin=stdin, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_without_a_terminal_and_without_yes_it_refuses_before_any_request(
+        sim: Simulator, tmp_path: Path, env: dict[str, str]) -> None:
+    o = sim.seed_order(ACCT, "SSI", age=STALE)
+    done = cancel_all(tmp_path, env, "--at", AT)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "cancel-all: no terminal to confirm on: pass --yes to cancel without asking "
+        "(nothing was done)"]
+    assert sim.requests == [] and sim.order(o).status == "QU"
+
+
+def test_yes_cancels_every_matching_order_even_in_a_dry_rules_file(
+        sim: Simulator, tmp_path: Path, env: dict[str, str]) -> None:
+    a = sim.seed_order(ACCT, "SSI", age=FRESH, client_request_id="sa-1")
+    b = sim.seed_order(OTHER, "VNM", age=FRESH, client_request_id="sa-2")
+    other = sim.seed_order(ACCT, "SSI", age=FRESH, client_request_id="sb-1")
+
+    done = cancel_all(tmp_path, env, "--yes", "--at", AT, "--client-request-id", "sa-*")
+
+    assert done.returncode == 0, done.stderr
+    assert sim.order(a).status == sim.order(b).status == "CL"
+    assert sim.order(other).status == "QU"
+    assert "cancel-all as of 2026-11-23T10:00:00+07:00" in done.stdout
+    assert "2 cancel" in done.stdout and "cancelled" in done.stdout
+
+
+def test_an_order_held_in_atc_is_named_and_the_exit_is_6(
+        sim: Simulator, tmp_path: Path, env: dict[str, str]) -> None:
+    o = sim.seed_order(ACCT, "SSI", age=STALE)
+    done = cancel_all(tmp_path, env, "--yes", "--at", "2026-11-23T14:35:00")
+    assert done.returncode == 6, done.stderr
+    assert "held" in done.stdout and "ATC" in done.stdout
+    assert sim.order(o).status == "QU" and sim.accepted_cancels() == []
+
+
+def test_a_bad_filter_is_exit_1_naming_the_flag_and_nothing_is_asked(
+        sim: Simulator, tmp_path: Path, env: dict[str, str]) -> None:
+    done = cancel_all(tmp_path, env, "--yes", "--account", "0009999")
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("cancel-all: --account '0009999': is not an account "
+                                   "rules.yaml guards")
+    assert sim.requests == []
+
+
+def _on_a_terminal(tmp_path: Path, env: dict[str, str], answer: bytes,
+                   *args: str) -> tuple[int, str]:
+    """Run cancel-all with a pseudo-terminal as stdin/stdout, answer its question."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "guard", "cancel-all", "--rules", str(tmp_path / "rules.yaml"),
+         *args], env=env, stdin=follower, stdout=follower, stderr=follower,
+        start_new_session=True)
+    os.close(follower)
+    seen = b""
+    answered = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if not answered and b"Type yes to confirm" in seen:
+                os.write(leader, answer)
+                answered = True
+        elif proc.poll() is not None:
+            break
+    code = proc.wait(timeout=10)
+    os.close(leader)
+    return code, seen.decode(errors="replace")
+
+
+def test_on_a_terminal_it_shows_the_table_and_cancels_only_after_yes(
+        sim: Simulator, tmp_path: Path, env: dict[str, str]) -> None:
+    o = sim.seed_order(ACCT, "SSI", age=FRESH)
+    code, screen = _on_a_terminal(tmp_path, env, b"yes\n", "--at", AT)
+    assert code == 0, screen
+    assert "would cancel" in screen and o in screen
+    assert "Cancel these 1 order(s) now?" in screen
+    assert sim.order(o).status == "CL"
+
+
+def test_on_a_terminal_anything_but_yes_cancels_nothing(
+        sim: Simulator, tmp_path: Path, env: dict[str, str]) -> None:
+    o = sim.seed_order(ACCT, "SSI", age=FRESH)
+    code, screen = _on_a_terminal(tmp_path, env, b"y\n", "--at", AT)
+    assert code == 1, screen
+    assert "not confirmed; nothing was cancelled" in screen
+    assert sim.order(o).status == "QU" and sim.accepted_cancels() == []
