@@ -4,6 +4,10 @@ One row per sweep, per decision, per request and response, per cancel intent and
 Rows are only ever inserted (no UPDATE, no DELETE), so the file is an audit trail. The intent
 of a cancel is committed before the cancel is sent and its outcome after it is known; an intent
 with no outcome after a crash is reconciled against the order book on the next start.
+
+The ``events`` table keeps what the day's report needs beyond cancels (breaker trips, missed
+sweeps, heartbeat losses, cash released, orders given up on): ``EventRecorder`` copies those log
+events into it. ``Journal(path, read_only=True)`` reads a journal beside the daemon writing it.
 """
 
 from __future__ import annotations
@@ -12,17 +16,23 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+from urllib.parse import quote
 
-from guard.clock import EXCHANGE_TZ
+import structlog
+
+from guard.clock import EXCHANGE_TZ, Clock, system_clock
 from guard.errors import JournalError
+from guard.record.log import Observer
+from guard.record.redact import Redactor
 
-__all__ = ["Journal", "OpenIntent"]
+__all__ = ["RECORDED_EVENTS", "CancelRow", "EventRecorder", "EventRow", "Journal",
+           "OpenIntent"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweeps (
@@ -50,7 +60,42 @@ CREATE TABLE IF NOT EXISTS outcomes (
     cancelled_qty INTEGER NOT NULL, final_status TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS outcomes_intent ON outcomes(intent_id);
 CREATE INDEX IF NOT EXISTS intents_order ON intents(account, order_id);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, at TEXT NOT NULL, market_time TEXT NOT NULL, kind TEXT NOT NULL,
+    account TEXT, rule TEXT, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_market ON events(market_time);
 """
+
+# The log events the day's report reads from the ``events`` table.
+RECORDED_EVENTS: Final = frozenset({"breaker.tripped", "schedule.missed", "heartbeat.lost",
+                                    "heartbeat.resumed", "cancel.given_up", "cash.released"})
+# Fields every structlog event carries, not worth keeping per row.
+_ENVELOPE: Final = frozenset({"event", "level", "timestamp", "logger", "logger_name"})
+
+
+@dataclass(frozen=True)
+class CancelRow:
+    """One cancel intent of a day with its latest outcome (None: none written yet)."""
+
+    account: str
+    order_id: str
+    symbol: str
+    rules: tuple[str, ...]
+    outcome: str | None
+    cancelled_qty: int
+    detail: str
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One recorded log event: ``market_time`` in exchange time, ``data`` its fields."""
+
+    kind: str
+    market_time: datetime
+    account: str | None
+    rule: str | None
+    data: dict[str, Any]
+
 
 
 @dataclass(frozen=True)
@@ -98,15 +143,46 @@ def _iso(instant: datetime) -> str:
     return instant.isoformat(timespec="milliseconds")
 
 
-class Journal:
-    """A thread-safe handle on ``journal.sqlite3``; every write is its own transaction."""
+def _on_day(stamp: str, day: date) -> bool:
+    return datetime.fromisoformat(stamp).astimezone(EXCHANGE_TZ).date() == day
 
-    def __init__(self, path: Path) -> None:
+
+def _day_bounds(day: date) -> tuple[str, str]:
+    """A text range wide enough for stamps of ``day`` written in any offset."""
+    return (day - timedelta(days=1)).isoformat(), (day + timedelta(days=2)).isoformat()
+
+
+class Journal:
+    """A thread-safe handle on ``journal.sqlite3``; every write is its own transaction.
+
+    ``read_only`` opens an existing journal for reading only (``ssi-guard report``): nothing
+    is created, migrated or written, and a daemon may be writing it at the same time.
+    """
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
         try:
-            self._open(path)
+            if read_only:
+                self._open_read_only(path)
+            else:
+                self._open(path)
         except (OSError, sqlite3.Error) as exc:
             raise JournalError(f"cannot open the journal {path}: {_why(exc)}") from None
+
+    def _open_read_only(self, path: Path) -> None:
+        if not path.is_file():
+            raise OSError(f"no journal at {path}" if not path.exists()
+                          else f"{path.name} is not a file")
+        uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+        self._db = sqlite3.connect(uri, uri=True, check_same_thread=False,
+                                   isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            # Not a database (or a damaged header) fails here, not halfway through a report.
+            tables = {str(r[0]) for r in self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
+        if "intents" not in tables:
+            raise sqlite3.DatabaseError("it is not an ssi-guard journal (no intents table)")
 
     def _open(self, path: Path) -> None:
         if path.exists() and not path.is_file():
@@ -232,6 +308,17 @@ class Journal:
                  detail),
             )
 
+    def event(self, at: datetime, market_time: datetime, kind: str, account: str | None,
+              rule: str | None, data: dict[str, Any]) -> None:
+        """One log event the report needs (``RECORDED_EVENTS``), with its fields."""
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO events (at, market_time, kind, account, rule, data) "
+                "VALUES (?,?,?,?,?,?)",
+                (_iso(at), _iso(market_time), kind, account, rule,
+                 json.dumps(data, sort_keys=True, default=str)),
+            )
+
     # ---- reads --------------------------------------------------------------------------
 
     def open_intents(self) -> list[OpenIntent]:
@@ -305,6 +392,51 @@ class Journal:
                 "ORDER BY s.id", (_since(since),)).fetchall()
         return [str(r[0]) for r in rows]
 
+    def cancels_on(self, day: date) -> list[CancelRow]:
+        """Every cancel intent of sweeps whose market time falls on exchange day ``day``, with
+        its latest outcome, oldest first."""
+        low, high = _day_bounds(day)
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT s.market_time, i.account, i.order_id, i.rules, o.outcome, "
+                "COALESCE(o.cancelled_qty, 0), COALESCE(o.detail, ''), "
+                "(SELECT d.symbol FROM decisions d WHERE d.sweep_id = i.sweep_id "
+                " AND d.account = i.account AND d.order_id = i.order_id LIMIT 1) "
+                "FROM intents i JOIN sweeps s ON s.id = i.sweep_id "
+                "LEFT JOIN outcomes o ON o.id = "
+                " (SELECT MAX(x.id) FROM outcomes x WHERE x.intent_id = i.id) "
+                "WHERE s.market_time >= ? AND s.market_time < ? ORDER BY i.id",
+                (low, high)).fetchall()
+        return [CancelRow(account=str(r[1]), order_id=str(r[2]), symbol=str(r[7] or ""),
+                          rules=tuple(x for x in str(r[3]).split(",") if x),
+                          outcome=None if r[4] is None else str(r[4]),
+                          cancelled_qty=int(r[5]), detail=str(r[6]))
+                for r in rows if _on_day(str(r[0]), day)]
+
+    def events_on(self, day: date) -> list[EventRow]:
+        """The recorded events of exchange day ``day``, oldest first (none in a journal made
+        before the table existed)."""
+        low, high = _day_bounds(day)
+        with self._read() as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                          "AND name = 'events'").fetchone() is None:
+                return []
+            rows = db.execute(
+                "SELECT kind, market_time, account, rule, data FROM events "
+                "WHERE market_time >= ? AND market_time < ? ORDER BY id", (low, high)).fetchall()
+        out = []
+        for kind, market_time, account, rule, data in rows:
+            if not _on_day(str(market_time), day):
+                continue
+            try:
+                fields = json.loads(data)
+            except ValueError:
+                fields = {}
+            out.append(EventRow(str(kind),
+                                datetime.fromisoformat(market_time).astimezone(EXCHANGE_TZ),
+                                account, rule, fields if isinstance(fields, dict) else {}))
+        return out
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only access for ``history`` and tests."""
         if not sql.lstrip().upper().startswith("SELECT"):
@@ -315,3 +447,41 @@ class Journal:
     def integrity_ok(self) -> bool:
         with self._read() as db:
             return bool(db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+
+
+class EventRecorder(Observer):
+    """Copies the log events the day's report needs (``RECORDED_EVENTS``) into the journal's
+    ``events`` table, stamped with the market clock (the report's day) and the wall clock.
+
+    It rides on the log call of whoever logged the event: a journal that cannot be written
+    is said once per run of failures (``journal.write_failed``, step ``event``), and never
+    raised into that caller. Fields are stored redacted, like the log line.
+    """
+
+    def __init__(self, journal: Journal, clock: Clock, wall: Clock = system_clock) -> None:
+        self.journal = journal
+        self.clock = clock
+        self.wall = wall
+        self.failing = False
+        self._log = structlog.get_logger("guard.journal")
+
+    def observe(self, event: MutableMapping[str, Any]) -> None:
+        kind = event.get("event")
+        if kind not in RECORDED_EVENTS:
+            return
+        try:
+            data = dict(Redactor()(None, "", {k: v for k, v in event.items()
+                                              if k not in _ENVELOPE}))
+            account, rule = data.get("account"), data.get("rule")
+            self.journal.event(self.wall(), self.clock(), str(kind),
+                               None if account is None else str(account),
+                               None if rule is None else str(rule), data)
+        except Exception as exc:
+            if not self.failing:
+                self.failing = True
+                self._log.error("journal.write_failed", step="event", event_kind=kind,
+                                path=str(self.journal.path),
+                                error=str(exc) if isinstance(exc, JournalError)
+                                else type(exc).__name__)
+            return
+        self.failing = False

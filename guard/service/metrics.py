@@ -9,7 +9,7 @@ scrape time by ``refresh``. Every series name starts with ``ssi_guard_``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -78,6 +78,20 @@ class Metrics(Observer):
         self.alerts = Counter("ssi_guard_alert_deliveries",
                               "Webhook alert deliveries by result (sent, failed try, undelivered)",
                               ["result"], registry=r)
+        self.heartbeat_stale = Gauge("ssi_guard_heartbeat_stale",
+                                     "1 while a heartbeat rule's file is stale or missing",
+                                     ["rule"], registry=r)
+        self.heartbeat_losses = Counter("ssi_guard_heartbeat_losses",
+                                        "Heartbeats lost (fresh -> stale), by rule", ["rule"],
+                                        registry=r)
+        self._stale: set[str] = set()
+
+    def declare_heartbeats(self, rules: Iterable[str]) -> None:
+        """Show every heartbeat rule at 0 before anything happens to it, so a query or an
+        alert on the series finds it from the start."""
+        for rule in rules:
+            self.heartbeat_stale.labels(rule).set(1 if rule in self._stale else 0)
+            self.heartbeat_losses.labels(rule)
 
     def observe(self, event: MutableMapping[str, Any]) -> None:
         kind = event.get("event")
@@ -111,6 +125,16 @@ class Metrics(Observer):
             self.alerts.labels("failed").inc()
         elif kind == "alert.undelivered":
             self.alerts.labels("undelivered").inc()
+        elif kind == "heartbeat.lost":
+            rule = str(event.get("rule"))
+            if rule not in self._stale:  # a loss repeated while still stale counts once
+                self._stale.add(rule)
+                self.heartbeat_losses.labels(rule).inc()
+            self.heartbeat_stale.labels(rule).set(1)
+        elif kind == "heartbeat.resumed":
+            rule = str(event.get("rule"))
+            self._stale.discard(rule)
+            self.heartbeat_stale.labels(rule).set(0)
 
     def refresh(self, health: Mapping[str, Any], next_runs: Mapping[str, datetime]) -> None:
         """Set the state gauges from the daemon's health and schedule, just before a scrape.
