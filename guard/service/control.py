@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,24 @@ def socket_path(state_dir: Path) -> Path:
     return state_dir / "control.sock"
 
 
+# A Unix socket's address holds 107 bytes; a deeper state directory is reached through an
+# open descriptor of it instead (Linux resolves /proc/self/fd/N like the directory itself).
+_SUN_PATH = 100
+
+
+@contextlib.contextmanager
+def _short(path: Path) -> Iterator[str]:
+    """An address for ``path`` short enough to bind or connect to, for as long as needed."""
+    if len(os.fsencode(path)) <= _SUN_PATH:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
 class ControlServer:
     """Serves ``cancel-all`` requests with ``handler(request, preview)``; one at a time is
     the handler's business (the daemon runs them under its sweep lock)."""
@@ -49,9 +68,17 @@ class ControlServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path),
-                                                           limit=MAX_LINE)
-            os.chmod(self.path, 0o600)
+            # Bound here, not by asyncio from a path: the socket file is ours to remove (stop).
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                with _short(self.path) as address:
+                    sock.bind(address)
+                os.chmod(self.path, 0o600)
+                self._server = await asyncio.start_unix_server(self._serve, sock=sock,
+                                                               limit=MAX_LINE)
+            except BaseException:
+                sock.close()
+                raise
         except OSError as exc:
             self._log.error("control.unavailable", path=str(self.path),
                             error=exc.strerror or type(exc).__name__,
@@ -119,7 +146,8 @@ async def ask_daemon(state_dir: Path, request: CancelAll, *, preview: bool,
     (``timeout_s`` covers a sweep already running, the operator's, and its confirmation)."""
     path = socket_path(state_dir)
     try:
-        reader, writer = await asyncio.open_unix_connection(str(path), limit=16 * MAX_LINE)
+        with _short(path) as address:
+            reader, writer = await asyncio.open_unix_connection(address, limit=16 * MAX_LINE)
     except OSError as exc:
         raise StateError(f"a running ssi-guard holds {state_dir} but does not answer on "
                          f"{path} ({exc.strerror or type(exc).__name__}); run cancel-all "
