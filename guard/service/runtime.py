@@ -19,8 +19,8 @@ from guard.clock import EXCHANGE_TZ, Clock, system_clock
 from guard.config.loader import load_rules
 from guard.market.calendar import MarketCalendar
 from guard.market.holidays import build_calendar
-from guard.record.journal import Journal
-from guard.record.log import Log
+from guard.record.journal import EventRecorder, Journal
+from guard.record.log import Log, add_observers, remove_observers
 from guard.service.lock import StateLock
 from guard.settings import load_credentials, resolve_state_dir
 from guard.sweep import SweepContext
@@ -62,7 +62,12 @@ async def open_guard(
     lock: bool = True,
     broker_rate_limit: int | None = None,
 ) -> AsyncIterator[SweepContext]:
-    """Load and check everything first (rules, credentials, state), then connect."""
+    """Load and check everything first (rules, credentials, state), then connect.
+
+    A guard that holds the state lock (the daemon, ``run --once``, the demo) also journals the
+    events the day's report reads (``EventRecorder``), stamped with ``clock``'s market day;
+    ``check`` (``lock=False``) writes none.
+    """
     rules = load_rules(rules_path)
     creds = load_credentials(env)
     state_dir = resolve_state_dir(env)
@@ -77,8 +82,12 @@ async def open_guard(
         session_owner = state_lock.try_acquire()
     journal: Journal | None = None
     broker: Broker | None = None
+    recorder: EventRecorder | None = None
     try:
         journal = Journal(state_dir / "journal.sqlite3")
+        if lock:
+            recorder = EventRecorder(journal, clock)
+            add_observers(recorder)
         broker = Broker(creds, TokenCache(state_dir), session_owner=session_owner,
                         rate_limit=DEFAULT_RATE_LIMIT if broker_rate_limit is None
                         else broker_rate_limit)
@@ -97,6 +106,8 @@ async def open_guard(
     finally:
         if broker is not None:
             await broker.close()
+        if recorder is not None:
+            remove_observers(recorder)  # before the journal it writes closes
         if journal is not None:
             journal.close()
         state_lock.release()
