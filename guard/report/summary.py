@@ -5,9 +5,10 @@ events into a ``DaySummary``; ``render`` words it in English or Vietnamese. ``ss
 report``, the daily alert and the demo all print this same text.
 
 Per account: cancels by outcome, cash released (the sum of the positive withdrawable changes
-the sweeps measured, ``cash.released``), and every cancel that failed, went unconfirmed or has
-no outcome yet. Per rule: cancels by outcome (an order two rules selected counts under both).
-Then the breaker trips, missed sweeps, heartbeat losses and orders given up on.
+the sweeps measured, ``cash.released``; futures margin apart, for a derivatives account), and
+every cancel that failed, went unconfirmed or has no outcome yet. Per rule: cancels by
+outcome (an order two rules selected counts under both). Then the breaker trips, missed
+sweeps, heartbeat losses and orders given up on.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class AccountDay:
     outcomes: Counter[str] = field(default_factory=Counter)
     by_rule: dict[str, Counter[str]] = field(default_factory=dict)
     released: Decimal = Decimal(0)
+    margin: Decimal = Decimal(0)  # futures margin released (a derivatives account)
     problems: list[CancelRow] = field(default_factory=list)
 
 
@@ -71,13 +73,17 @@ class DaySummary:
     def released(self) -> Decimal:
         return sum((a.released for a in self.accounts.values()), Decimal(0))
 
+    @property
+    def margin(self) -> Decimal:
+        return sum((a.margin for a in self.accounts.values()), Decimal(0))
+
     def counts(self) -> dict[str, Any]:
         """The figures as data (the daily alert's ``details``)."""
         total: Counter[str] = Counter()
         for a in self.accounts.values():
             total.update(a.outcomes)
         return {"day": self.day.isoformat(), "cancelled": self.cancelled,
-                "released_vnd": str(self.released),
+                "released_vnd": str(self.released), "margin_released_vnd": str(self.margin),
                 "outcomes": {k: total[k] for k in OUTCOME_ORDER if total[k]},
                 "breaker_trips": len(self.trips), "missed_sweeps": len(self.missed),
                 "heartbeat_losses": len(self.losses), "given_up": len(self.given_up)}
@@ -112,7 +118,11 @@ def summarise(day: date, cancels: Iterable[CancelRow], events: Iterable[EventRow
         if e.kind == "cash.released" and e.account:
             delta = _decimal(e.data.get("withdrawable_delta"))
             if delta > 0:
-                _account(s, e.account).released += delta
+                a = _account(s, e.account)
+                if e.data.get("basis") == "derivative":
+                    a.margin += delta
+                else:
+                    a.released += delta
         elif e.kind == "breaker.tripped":
             s.trips.append(e)
         elif e.kind == "schedule.missed":
@@ -155,6 +165,10 @@ def _clock_time(value: Any) -> str:
     return at.strftime("%H:%M:%S")
 
 
+def _margin(amount: Decimal, lang: Language) -> str:
+    return i18n.text("report.margin", lang, amount=i18n.amount(amount, lang)) if amount else ""
+
+
 def _outcomes(counts: Mapping[str, int], lang: Language) -> str:
     known = [k for k in OUTCOME_ORDER if counts.get(k)]
     other = sorted(k for k in counts if k not in OUTCOME_ORDER and counts[k])
@@ -167,19 +181,22 @@ def render(s: DaySummary, lang: Language) -> str:
     lines = [t("report.title", lang, day=i18n.day(s.day, lang))]
     if s.accounts and any(a.outcomes for a in s.accounts.values()):
         lines.append(t("report.headline", lang, n=i18n.number(s.cancelled, lang),
-                       amount=i18n.amount(s.released, lang)))
+                       amount=i18n.amount(s.released, lang), margin=_margin(s.margin, lang)))
     else:
         lines.append(t("report.no_cancels", lang))
     for account in sorted(s.accounts):
         a = s.accounts[account]
         lines.append("")
-        money = i18n.amount(a.released, lang)
+        money = {"amount": i18n.amount(a.released, lang), "margin": _margin(a.margin, lang)}
+        if a.margin and not a.released:  # a derivatives account: only margin
+            money = {"amount": i18n.amount(a.margin, lang),
+                     "margin": i18n.text("report.margin_only", lang)}
         if a.outcomes:
             lines.append(t("report.account", lang, account=account,
                            n=i18n.number(sum(a.outcomes.values()), lang),
-                           outcomes=_outcomes(a.outcomes, lang), amount=money))
+                           outcomes=_outcomes(a.outcomes, lang), **money))
         else:
-            lines.append(t("report.account_cash_only", lang, account=account, amount=money))
+            lines.append(t("report.account_cash_only", lang, account=account, **money))
         for rule in sorted(a.by_rule):
             lines.append(t("report.rule", lang, rule=rule,
                            outcomes=_outcomes(a.by_rule[rule], lang)))

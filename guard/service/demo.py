@@ -4,6 +4,7 @@ No credentials and no network: the simulator runs in-process on loopback with fr
 daemon reaches it through the real ``ssi_sdk`` over HTTP, and a virtual clock walks the day from
 the open to the close, firing the same triggers APScheduler would. The shipped rules.yaml is
 used as is, except ``dry_run``, which the demo turns off because nothing here is real money.
+The day ends with the day's report (``guard.report``), in ``alerts.language``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, TextIO
 import structlog
 
 from guard.clock import EXCHANGE_TZ, FakeClock
+from guard.report.command import day_report
 from guard.schedule.triggers import JobSpec
 from guard.service.daemon import Daemon
 from guard.service.runtime import open_guard
@@ -237,6 +239,8 @@ async def _demo(rules_path: Path, out: TextIO, state_dir: Path) -> int:
             await _walk_day(daemon, clock, sim, view,
                             datetime.combine(DEMO_DAY, time(15, 0), tzinfo=EXCHANGE_TZ), ids)
             reports = daemon.reports
+            alerts = ctx.rules.alerts
+            day_text = day_report(ctx.journal, DEMO_DAY, alerts.language if alerts else "en")
         failed = [o for r in reports for o in r.outcomes if not o.ok]
         untouched = sim.order(ids["vcb"])  # the keep- order
         out.write("\n")
@@ -244,8 +248,10 @@ async def _demo(rules_path: Path, out: TextIO, state_dir: Path) -> int:
                  f"{len(failed)} failed, {view.released:,.0f} VND released and "
                  f"{view.margin:,.0f} VND of futures margin; the keep- order is "
                  f"still {untouched.status}", "DONE")
+        out.write("\n" + day_text)
         out.write(f"\njournal: {state_dir / 'journal.sqlite3'} "
-                  f"(SSI_GUARD_STATE_DIR={state_dir} ssi-guard history)\n")
+                  f"(SSI_GUARD_STATE_DIR={state_dir} ssi-guard history; ssi-guard report "
+                  f"--day {DEMO_DAY.isoformat()})\n")
         return 0 if not failed and untouched.status == "QU" else 1
     finally:
         sim.stop()
