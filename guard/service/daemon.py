@@ -3,6 +3,8 @@ stops cleanly on SIGTERM, and tells systemd the truth about its health.
 
 ``Daemon`` holds the behaviour and is driven by a scheduler: APScheduler in production
 (``run_daemon``), or the virtual clock of ``ssi-guard demo``. Both call ``Daemon.fire``.
+The dead-man switch (heartbeat rules) is its own background loop, ``heartbeat_loop``: it
+fires sweeps the moment a heartbeat goes stale, not on the scheduler's clock.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from apscheduler.triggers.base import BaseTrigger
 
 from guard.clock import EXCHANGE_TZ, Clock, system_clock
 from guard.config.loader import load_rules
@@ -29,14 +32,16 @@ from guard.errors import (
     JournalError,
     ReauthRequired,
 )
+from guard.market.calendar import Board
 from guard.market.holidays import build_calendar
 from guard.record.log import Log
 from guard.schedule.scheduler import RehearsalClock, SchedulerDriver
-from guard.schedule.triggers import JobSpec, plan_jobs
+from guard.schedule.triggers import ALL_BOARDS, CancelWindowTrigger, JobSpec, plan_jobs
 from guard.service.health import Health, write_status
 from guard.service.notify import Notifier
 from guard.service.runtime import check_holiday_data
 from guard.snapshot.fetch import take_snapshot
+from guard.snapshot.heartbeat import HeartbeatCheck, HeartbeatWatch
 from guard.sweep import SweepContext, SweepReport, run_sweep
 
 __all__ = ["Daemon", "run_daemon"]
@@ -45,6 +50,20 @@ REAUTH_REPEAT_S = 300.0  # repeat the re-auth error every 5 minutes, not every p
 RECOVERY_PROBE_S = 5.0  # how often a degraded daemon asks the broker again
 RECOVERY_TICK_S = 0.5  # how often it looks (locally, no request) for a new `ssi-guard login`
 FAILURES_BEFORE_DEGRADED = 3
+HEARTBEAT_TICK_S = 1.0  # heartbeat files are looked at least this often, whatever poll_every
+HEARTBEAT_RESWEEP_S = 2.0  # while one is stale, sweep this often (orders placed meanwhile)
+
+
+class OnDemand(BaseTrigger):  # type: ignore[misc]
+    """The trigger of a sweep the daemon fires itself (the heartbeat loop): never scheduled,
+    so it has no next fire time, and a missed-sweep report never looks for it."""
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None,
+                           now: datetime) -> datetime | None:
+        return None
+
+    def __str__(self) -> str:
+        return "on demand"
 
 
 class Daemon:
@@ -61,6 +80,9 @@ class Daemon:
         recovery_probe_s: float = RECOVERY_PROBE_S,
         recovery_tick_s: float = RECOVERY_TICK_S,
         reauth_repeat_s: float = REAUTH_REPEAT_S,
+        wall: Callable[[], float] = time.time,
+        heartbeat_tick_s: float = HEARTBEAT_TICK_S,
+        heartbeat_resweep_s: float = HEARTBEAT_RESWEEP_S,
     ) -> None:
         self.ctx = ctx
         self.rules_path = rules_path
@@ -85,6 +107,18 @@ class Daemon:
         self._problems: dict[str, str] = {}
         self._idle_logged_until: datetime | None = None
         self._warned_years: set[int] = set()
+        # The dead-man switch: staleness on the host's wall clock (``wall``), which a sweep
+        # asks afresh through ``ctx.signals``; the grace of every heartbeat rule starts here.
+        self.heartbeats = HeartbeatWatch(ctx.rules, log=self.log, wall=wall)
+        ctx.signals = self.heartbeats.signals
+        self._wall = wall
+        self._heartbeat_tick_s = heartbeat_tick_s
+        self._heartbeat_resweep_s = heartbeat_resweep_s
+        self._heartbeat_wake = asyncio.Event()
+        self._heartbeat_sweeps: set[asyncio.Task[SweepReport | None]] = set()
+        self._heartbeat_swept = -math.inf  # monotonic, the last heartbeat sweep fired
+        self._heartbeat_banned = False  # every board of the stale rules was banned last look
+        self._heartbeat_reopened = False  # ...and has opened since: a sweep is due at once
 
     # ---- health -------------------------------------------------------------------------
 
@@ -252,6 +286,7 @@ class Daemon:
             self.log.info("daemon.stopping", running_sweep=self._current is not None)
             self.notifier.stopping()
             self._stop.set()
+            self._heartbeat_wake.set()
 
     async def wait_stopped(self) -> None:
         await self._stop.wait()
@@ -297,6 +332,8 @@ class Daemon:
             return False
         self.ctx.rules = rules
         self.ctx.calendar = build_calendar(rules.holidays)
+        self.heartbeats.update_rules(rules)
+        self._heartbeat_wake.set()  # the loop's next wake-up may have moved
         self.jobs = plan_jobs(rules, self.ctx.calendar)
         if self.driver is not None:
             self.driver.replace(self.jobs)
@@ -469,6 +506,94 @@ class Daemon:
             except GuardError as exc:
                 self.log.warning("auth.probe_failed", error=str(exc))
 
+    async def heartbeat_loop(self) -> None:
+        """The dead-man switch: look at every heartbeat file at least every
+        ``heartbeat_tick_s``, and exactly when the next one can turn stale, and sweep.
+
+        - A rule that goes stale fires a critical sweep at once (``heartbeat:<rule>``), so the
+          first cancel leaves within a sweep's time of ``mtime + stale_after``.
+        - While a rule stays stale it sweeps again every ``heartbeat_resweep_s`` (orders
+          placed meanwhile are cancelled too), unless a sweep is running, and only while some
+          board of the stale rules accepts cancels: in a banned window the first sweep logged
+          the holds, and one sweep at the instant the window ends (read off the calendar)
+          cancels them.
+        A heartbeat sweep is a normal sweep: protect, dry run, the pause file and the breaker
+        apply.
+        """
+        while not self.stopping:
+            self._heartbeat_wake.clear()
+            try:
+                check = self.heartbeats.check()
+                self._heartbeat_act(check)
+                delay = self._heartbeat_delay(check)
+            except Exception as exc:  # a dead switch must not die quietly: say so, go on
+                self.log.exception("heartbeat.check_failed", error=type(exc).__name__)
+                delay = self._heartbeat_tick_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heartbeat_wake.wait(), timeout=delay)
+        await asyncio.gather(*self._heartbeat_sweeps, return_exceptions=True)
+
+    def _stale_boards(self, stale: tuple[str, ...]) -> tuple[Board, ...]:
+        """The boards the stale rules guard (every board for a rule that names none)."""
+        named: set[Board] = set()
+        for rule in self.ctx.rules.rules:
+            if rule.name not in stale:
+                continue
+            if rule.match.boards is None:
+                return ALL_BOARDS
+            named.update(Board(b) for b in rule.match.boards)
+        return tuple(b for b in ALL_BOARDS if b in named)
+
+    def _heartbeat_act(self, check: HeartbeatCheck) -> None:
+        stale = tuple(check.stale)
+        if not stale:
+            self._heartbeat_banned = self._heartbeat_reopened = False
+            return
+        allowed = self._cancels_allowed(stale)
+        if self._heartbeat_banned and allowed:
+            self._heartbeat_reopened = True  # a banned window just ended: its sweep is due
+        self._heartbeat_banned = not allowed
+        if check.newly_stale:
+            # Critical: it waits for a running sweep (which may have read the books before
+            # the heartbeat went stale) rather than being skipped. In a banned window it
+            # sends nothing and logs the holds.
+            self._heartbeat_fire(",".join(check.newly_stale), critical=True)
+            return
+        if not allowed:
+            return
+        busy = self._sweep_lock.locked() or any(not t.done() for t in self._heartbeat_sweeps)
+        due = self._monotonic() - self._heartbeat_swept >= self._heartbeat_resweep_s
+        if not busy and (due or self._heartbeat_reopened):
+            self._heartbeat_fire(",".join(stale), critical=False)
+
+    def _cancels_allowed(self, stale: tuple[str, ...]) -> bool:
+        now = self.ctx.clock()
+        return any(self.ctx.calendar.cancel_allowed(b, now) for b in self._stale_boards(stale))
+
+    def _heartbeat_fire(self, rules: str, *, critical: bool) -> None:
+        self._heartbeat_swept = self._monotonic()
+        self._heartbeat_reopened = False
+        job = JobSpec(f"heartbeat:{rules}", OnDemand(), misfire_grace_s=0, critical=critical)
+        task = asyncio.create_task(self.fire(job), name=f"heartbeat:{rules}")
+        self._heartbeat_sweeps.add(task)
+        task.add_done_callback(self._heartbeat_sweeps.discard)
+
+    def _heartbeat_delay(self, check: HeartbeatCheck) -> float:
+        """Seconds until the next look: at most a tick, and exactly the next instant a rule
+        can turn stale (wall clock) or a banned window of the stale rules' boards ends
+        (market clock)."""
+        delay = self._heartbeat_tick_s
+        if check.next_change is not None:
+            delay = min(delay, check.next_change - self._wall())
+        if check.stale and self._heartbeat_banned:
+            now = self.ctx.clock()
+            window = CancelWindowTrigger(timedelta(seconds=1), self.ctx.calendar,
+                                         self._stale_boards(tuple(check.stale)))
+            opens = window.next_open(now)
+            if opens is not None and opens > now:
+                delay = min(delay, (opens - now).total_seconds())
+        return max(0.0, delay)
+
 
 async def _serve(rules_path: str, force_dry_run: bool, metrics_port: int | None = None,
                  start_at: datetime | None = None) -> int:
@@ -499,6 +624,7 @@ async def _serve(rules_path: str, force_dry_run: bool, metrics_port: int | None 
             helpers = [
                 asyncio.create_task(daemon.watchdog_loop()),
                 asyncio.create_task(daemon.recovery_loop()),
+                asyncio.create_task(daemon.heartbeat_loop()),
             ]
             if not daemon.stopping:
                 daemon.driver.start(daemon.jobs)
