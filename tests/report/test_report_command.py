@@ -136,7 +136,7 @@ def test_a_file_that_is_no_journal_is_exit_5(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     (state / "journal.sqlite3").write_bytes(b"not a database at all" * 100)
-    with pytest.raises(JournalError, match="journal.sqlite3: file is not a database") as caught:
+    with pytest.raises(JournalError, match=r"journal\.sqlite3: file is not a database") as caught:
         run_report(rules(tmp_path, "en"), None, io.StringIO(),
                    env={"SSI_GUARD_STATE_DIR": str(state)})
     assert caught.value.exit_code == 5
