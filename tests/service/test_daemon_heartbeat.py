@@ -289,3 +289,28 @@ def test_reload_adds_a_heartbeat_rule_with_its_grace_from_the_reload(sim: Simula
             assert log.named("heartbeat.resumed")[-1]["reason"] == "rule removed by reload"
 
     asyncio.run(scenario())
+
+
+def test_the_loop_wakes_at_the_staleness_instant_not_at_its_tick(sim: Simulator,
+                                                                 tmp_path: Path) -> None:
+    """With a 5 s tick, only the exact wake-up at ``mtime + stale_after`` can get the first
+    DELETE out within 1.0 s of it (a tick-driven loop would be up to 5 s late)."""
+    hb = tmp_path / "hb"
+    order = sim.seed_order(ACCT, "SSI", age=RECENT, client_request_id="sa-1")
+    clocks = WallToMono()
+    touch(hb, time.time())
+
+    async def scenario() -> None:
+        async with guard(sim, tmp_path, rules_text(hb, stale_after="1s"), sim.clock,
+                         heartbeat_tick_s=5.0) as (daemon, log):
+            for _ in range(6):  # 1.5 s, past the grace
+                touch(hb, time.time())
+                await asyncio.sleep(0.25)
+            mtime = touch(hb, time.time())
+            await until(lambda: bool(deletes(sim)), 4)
+            latency = deletes(sim)[0].at - clocks.mono(mtime + 1.0)
+            print(f"first DELETE {latency:+.3f}s after mtime+stale_after (5 s tick)")
+            assert 0.0 <= latency <= 1.0, latency
+            await until(lambda: sim.order(order).status == "CL")
+
+    asyncio.run(scenario())
