@@ -93,8 +93,12 @@ class HeartbeatWatch:
     """
 
     def __init__(self, rules: RulesFile | Iterable[Rule], *, log: Log | None = None,
-                 wall: Callable[[], float] = time.time, stat: Stat = os.stat) -> None:
+                 wall: Callable[[], float] = time.time, stat: Stat = os.stat,
+                 grace: bool = True) -> None:
+        """``grace=False`` judges every rule from the first look: for a one-shot run
+        (``run --once``, ``check``), which has no start to wait from."""
         self._wall = wall
+        self._grace = grace
         self._stat = stat
         self._log: Log = log or structlog.get_logger("guard")
         self._watched: dict[str, _Watched] = {}
@@ -122,8 +126,9 @@ class HeartbeatWatch:
             else:
                 if old is not None:
                     self._forget(old, now, why="heartbeat file changed by reload")
+                start = now if self._grace else now - stale_after
                 watched[rule.name] = _Watched(rule.name, rule.heartbeat.file, stale_after,
-                                              judged_from=now + stale_after)
+                                              judged_from=start + stale_after)
         for name, old in self._watched.items():
             if name not in watched:
                 self._forget(old, now, why="rule removed by reload")

@@ -190,3 +190,15 @@ def test_no_rules_no_change(tmp_path: Path, after: str) -> None:
     watch = HeartbeatWatch(rules(), log=Recorder(), wall=Wall(T0))
     check = watch.check()
     assert check.stale == {} and check.next_change is None and watch.rules == ()
+
+
+def test_without_grace_a_rule_is_judged_at_the_first_look(tmp_path: Path) -> None:
+    """For a one-shot run (``run --once``): no start to wait from."""
+    hb = tmp_path / "hb"
+    mtime = touch(hb, T0 - 30)
+    watch = HeartbeatWatch(rules(("alive", hb, "10s")), log=Recorder(), wall=Wall(T0),
+                           grace=False)
+    assert watch.check().stale["alive"].startswith(f"heartbeat {hb} stale since ")
+    touch(hb, T0 - 5)
+    check = watch.check()
+    assert check.stale == {} and check.next_change == T0 + 5 and mtime < T0
