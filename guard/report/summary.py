@@ -83,10 +83,15 @@ class DaySummary:
         for a in self.accounts.values():
             total.update(a.outcomes)
         return {"day": self.day.isoformat(), "cancelled": self.cancelled,
-                "released_vnd": str(self.released), "margin_released_vnd": str(self.margin),
+                "released_vnd": _plain(self.released), "margin_released_vnd": _plain(self.margin),
                 "outcomes": {k: total[k] for k in OUTCOME_ORDER if total[k]},
                 "breaker_trips": len(self.trips), "missed_sweeps": len(self.missed),
                 "heartbeat_losses": len(self.losses), "given_up": len(self.given_up)}
+
+
+def _plain(d: Decimal) -> str:
+    """``68850000`` for ``Decimal('68850000.0')``: no exponent, no trailing zeros."""
+    return format(d.normalize(), "f")
 
 
 def _decimal(value: Any) -> Decimal:
@@ -165,6 +170,10 @@ def _clock_time(value: Any) -> str:
     return at.strftime("%H:%M:%S")
 
 
+def _symbol(symbol: Any) -> str:
+    return f" {symbol}" if symbol else ""
+
+
 def _margin(amount: Decimal, lang: Language) -> str:
     return i18n.text("report.margin", lang, amount=i18n.amount(amount, lang)) if amount else ""
 
@@ -180,7 +189,7 @@ def render(s: DaySummary, lang: Language) -> str:
     t = i18n.text
     lines = [t("report.title", lang, day=i18n.day(s.day, lang))]
     if s.accounts and any(a.outcomes for a in s.accounts.values()):
-        lines.append(t("report.headline", lang, n=i18n.number(s.cancelled, lang),
+        lines.append(t("report.headline", lang, orders=i18n.count(s.cancelled, "order", lang),
                        amount=i18n.amount(s.released, lang), margin=_margin(s.margin, lang)))
     else:
         lines.append(t("report.no_cancels", lang))
@@ -193,7 +202,7 @@ def render(s: DaySummary, lang: Language) -> str:
                      "margin": i18n.text("report.margin_only", lang)}
         if a.outcomes:
             lines.append(t("report.account", lang, account=account,
-                           n=i18n.number(sum(a.outcomes.values()), lang),
+                           cancels=i18n.count(sum(a.outcomes.values()), "cancel", lang),
                            outcomes=_outcomes(a.outcomes, lang), **money))
         else:
             lines.append(t("report.account_cash_only", lang, account=account, **money))
@@ -203,7 +212,7 @@ def render(s: DaySummary, lang: Language) -> str:
         for c in a.problems:
             lines.append(t("report.failure", lang, outcome=i18n.outcome(c.outcome or "pending",
                                                                           lang),
-                           order_id=c.order_id, symbol=c.symbol, rule=",".join(c.rules),
+                           order_id=c.order_id, symbol=_symbol(c.symbol), rule=",".join(c.rules),
                            detail=c.detail or "-"))
     lines.append("")
     lines.append(t("report.trips", lang, n=len(s.trips)))
@@ -225,5 +234,6 @@ def render(s: DaySummary, lang: Language) -> str:
         lines.append(t("report.given_up", lang, n=len(s.given_up)))
         for e in s.given_up:
             lines.append(t("report.given_up_one", lang, account=e.account or "?",
-                           order_id=e.data.get("order_id"), symbol=e.data.get("symbol", "")))
+                           order_id=e.data.get("order_id"),
+                           symbol=_symbol(e.data.get("symbol"))))
     return "\n".join(lines) + "\n"
