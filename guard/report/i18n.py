@@ -14,7 +14,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Literal
 
-__all__ = ["LANGUAGES", "Language", "amount", "day", "duration", "number", "outcome",
+__all__ = ["LANGUAGES", "Language", "amount", "count", "day", "duration", "number", "outcome",
            "result", "state", "text"]
 
 Language = Literal["en", "vi"]
@@ -96,19 +96,19 @@ _TEXTS: Final[Mapping[str, tuple[str, str]]] = {
     # ---- the day's report ----------------------------------------------------------------
     "report.title": ("ssi-guard report for {day} (exchange day)",
                      "Báo cáo ssi-guard ngày {day} (ngày giao dịch)"),
-    "report.headline": ("Cancelled {n} orders, released {amount}{margin}.",
-                        "Đã hủy {n} lệnh, giải phóng {amount}{margin}."),
+    "report.headline": ("Cancelled {orders}, released {amount}{margin}.",
+                        "Đã hủy {orders}, giải phóng {amount}{margin}."),
     "report.margin": (" and {amount} of futures margin", " và {amount} ký quỹ phái sinh"),
     "report.margin_only": (" of futures margin", " ký quỹ phái sinh"),
     "report.no_cancels": ("No cancel was sent.", "Không có lệnh hủy nào được gửi."),
-    "report.account": ("Account {account}: {n} cancels ({outcomes}); released {amount}{margin}",
-                       "Tài khoản {account}: {n} lệnh hủy ({outcomes}); giải phóng "
+    "report.account": ("Account {account}: {cancels} ({outcomes}); released {amount}{margin}",
+                       "Tài khoản {account}: {cancels} ({outcomes}); giải phóng "
                        "{amount}{margin}"),
     "report.account_cash_only": ("Account {account}: released {amount}{margin}",
                                  "Tài khoản {account}: giải phóng {amount}{margin}"),
     "report.rule": ("  rule {rule}: {outcomes}", "  quy tắc {rule}: {outcomes}"),
-    "report.failure": ("  {outcome}: order {order_id} {symbol} (rule {rule}): {detail}",
-                       "  {outcome}: lệnh {order_id} {symbol} (quy tắc {rule}): {detail}"),
+    "report.failure": ("  {outcome}: order {order_id}{symbol} (rule {rule}): {detail}",
+                       "  {outcome}: lệnh {order_id}{symbol} (quy tắc {rule}): {detail}"),
     "report.trips": ("Circuit breaker trips: {n}", "Số lần ngắt cầu dao: {n}"),
     "report.trip": ("  {at}: {matches} cancels wanted, limit {limit}; nothing cancelled",
                     "  {at}: cần hủy {matches} lệnh, giới hạn {limit}; không hủy lệnh nào"),
@@ -120,10 +120,16 @@ _TEXTS: Final[Mapping[str, tuple[str, str]]] = {
     "report.loss_back": ("back after {lost_for}", "có lại sau {lost_for}"),
     "report.loss_open": ("not back yet", "chưa có lại"),
     "report.given_up": ("Orders given up on (cancel them by hand): {n}",
-                        "Số lệnh đã bỏ cuộc (hãy hủy thủ công): {n}"),
-    "report.given_up_one": ("  {account} order {order_id} {symbol}",
-                            "  {account} lệnh {order_id} {symbol}"),
+                        "Lệnh đã ngừng thử hủy (hãy hủy thủ công): {n}"),
+    "report.given_up_one": ("  {account} order {order_id}{symbol}",
+                            "  {account} lệnh {order_id}{symbol}"),
     "report.nothing": ("nothing", "không có"),
+}
+
+# Nouns that are counted: (English one, English many, Vietnamese).
+_NOUNS: Final[Mapping[str, tuple[str, str, str]]] = {
+    "order": ("order", "orders", "lệnh"),
+    "cancel": ("cancel", "cancels", "lệnh hủy"),
 }
 
 _OUTCOMES: Final[Mapping[str, tuple[str, str]]] = {
@@ -200,6 +206,12 @@ def number(value: Any, lang: Language, places: int | None = None) -> str:
     if lang != "vi":
         return en
     return en.translate(_VI_DIGITS)
+
+
+def count(n: int, noun: str, lang: Language) -> str:
+    """``1 order`` / ``12 orders`` / ``12 lệnh`` (Vietnamese nouns have no plural)."""
+    one, many, vi = _NOUNS[noun]
+    return f"{number(n, lang)} {vi if lang == 'vi' else one if n == 1 else many}"
 
 
 def amount(value: Any, lang: Language) -> str:
