@@ -31,14 +31,17 @@ from guard.errors import (
     GuardError,
     JournalError,
     ReauthRequired,
+    StateError,
 )
 from guard.market.calendar import Board
 from guard.market.holidays import build_calendar
 from guard.record.log import Log
 from guard.schedule.scheduler import RehearsalClock, SchedulerDriver
 from guard.schedule.triggers import ALL_BOARDS, CancelWindowTrigger, JobSpec, plan_jobs
+from guard.service.control import ControlServer
 from guard.service.health import Health, write_status
 from guard.service.notify import Notifier
+from guard.service.panic import CancelAll, PanicResult, press
 from guard.service.runtime import check_holiday_data
 from guard.snapshot.fetch import take_snapshot
 from guard.snapshot.heartbeat import HeartbeatCheck, HeartbeatWatch
@@ -100,7 +103,7 @@ class Daemon:
         self._sweep_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._current: asyncio.Task[Any] | None = None
-        self._sweeps: set[asyncio.Task[SweepReport | None]] = set()
+        self._sweeps: set[asyncio.Task[Any]] = set()
         self._reauth_logged = -math.inf
         self._failures = 0
         # What is wrong now, by kind; health is derived from these alone (see _derive).
@@ -372,6 +375,31 @@ class Daemon:
         task.add_done_callback(self._sweeps.discard)
         return await asyncio.shield(task)
 
+    async def cancel_all(self, request: CancelAll, preview: bool) -> PanicResult:
+        """The operator's ``cancel-all``, sent over the control socket: run at once, or as
+        soon as the sweep already running ends, in a task the daemon owns (a client that
+        hangs up, or SIGTERM, never cuts it between sending and recording)."""
+        if self.stopping:
+            raise StateError("the daemon is stopping; run cancel-all again once it has stopped")
+        if self.needs_login:
+            raise ReauthRequired(f"the daemon cannot act: {self.health.reason}")
+        task = asyncio.create_task(self._locked_cancel_all(request, preview),
+                                   name="sweep:cancel-all")
+        self._sweeps.add(task)
+        task.add_done_callback(self._sweeps.discard)
+        return await asyncio.shield(task)
+
+    async def _locked_cancel_all(self, request: CancelAll, preview: bool) -> PanicResult:
+        async with self._sweep_lock:
+            self._current = asyncio.current_task()
+            try:
+                return await press(self.ctx, request, preview=preview)
+            except ReauthRequired as exc:
+                self._degrade_reauth(exc)
+                raise
+            finally:
+                self._current = None
+
     async def _locked_sweep(self, job: JobSpec) -> SweepReport | None:
         async with self._sweep_lock:
             if self.stopping or self.needs_login:
@@ -621,6 +649,8 @@ async def _serve(rules_path: str, force_dry_run: bool, metrics_port: int | None 
         daemon.health = daemon.health.with_(market_offset_s=round(offset.total_seconds(), 3))
         async with operations(daemon, metrics_port):
             await daemon.start()
+            control = ControlServer(ctx.state_dir, daemon.cancel_all, log)
+            await control.start()
             helpers = [
                 asyncio.create_task(daemon.watchdog_loop()),
                 asyncio.create_task(daemon.recovery_loop()),
@@ -630,6 +660,7 @@ async def _serve(rules_path: str, force_dry_run: bool, metrics_port: int | None 
                 daemon.driver.start(daemon.jobs)
                 daemon._set_health()
             await daemon.wait_stopped()
+            await control.stop()  # no new cancel-all; one running is drained below
             # Fire nothing new, let the running sweep record its outcomes, and only then shut
             # the scheduler down: its asyncio executor cancels the jobs still running.
             daemon.driver.pause()

@@ -216,6 +216,41 @@ def test_stale_orders_are_cancelled_and_confirmed(box: Box) -> None:
     assert sorted(e["symbol"] for e in confirmed) == STALE_SYMBOLS
 
 
+def test_a_failed_strategy_unit_pulls_its_orders_through_the_running_guard(box: Box) -> None:
+    """README's OnFailure= recipe: the strategy fails, the shipped panic unit runs cancel-all
+    as the guard's dynamic user, which asks the running daemon (no second login): the fresh
+    VNM order goes, PVS (not in the filter) stays, and the daemon keeps its pid and session."""
+    m = box.machine
+    pid = m.show("ssi-guard", "MainPID")["MainPID"]
+    shutil.copy(REPO / "systemd" / "ssi-guard-cancel-all@.service", m.units)
+    (m.etc / "cancel-all").mkdir(mode=0o755)
+    (m.etc / "cancel-all" / "strategy-a.env").write_text(
+        "CANCEL_ALL_ARGS=--symbol VNM --account 0001234\n", encoding="utf-8")
+    (m.units / "strategy-a.service").write_text(
+        "[Unit]\nDescription=strategy A\nOnFailure=ssi-guard-cancel-all@strategy-a.service\n"
+        "[Service]\nExecStart=/bin/false\nRestart=no\n", encoding="utf-8")
+    m.systemctl("daemon-reload")
+    m.systemctl("start", "strategy-a", check=False)
+
+    def panicked() -> dict[str, str] | None:
+        shown = m.show("ssi-guard-cancel-all@strategy-a", "Result", "ExecMainStatus",
+                       "ExecMainExitTimestampMonotonic")
+        return shown if shown["ExecMainExitTimestampMonotonic"] not in ("", "0") else None
+
+    shown = wait_for(panicked, 60, step=0.5)
+    out = m.run("journalctl", "-u", "ssi-guard-cancel-all@strategy-a", "-o", "cat",
+                "--no-pager").stdout
+    assert shown and (shown["Result"], shown["ExecMainStatus"]) == ("success", "0"), out
+    assert "asking it to act" in out and "cancelled" in out, out
+    [received] = wait_events(m, "ssi-guard", "control.received")
+    assert received["symbols"] == ["VNM"]
+    confirmed = wait_events(m, "ssi-guard", "cancel.confirmed", times=6)
+    assert "VNM" in {e["symbol"] for e in confirmed}
+    assert "PVS" not in {e["symbol"] for e in confirmed}
+    assert m.show("ssi-guard", "MainPID")["MainPID"] == pid
+    assert not [e for e in journal(m, "ssi-guard") if e.get("event") == "auth.reauth_required"]
+
+
 def test_the_journal_has_the_json_events(box: Box) -> None:
     events = journal(box.machine, "ssi-guard")
     names = {e.get("event") for e in events}
