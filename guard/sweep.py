@@ -7,6 +7,7 @@ and the sender never cancels an order twice.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 from guard.act.plan import CancelPlan, plan_cancels
 from guard.act.send import SendAborted, send_plan
+from guard.broker.budget import Budget, Priority, spending
 from guard.broker.ports import BrokerPort
 from guard.clock import EXCHANGE_TZ, Clock, system_clock
 from guard.config.schema import RulesFile
@@ -26,7 +28,7 @@ from guard.confirm.reconcile import reconcile
 from guard.errors import JournalError, ReauthRequired
 from guard.evaluate.engine import Decision, evaluate
 from guard.market.calendar import MarketCalendar
-from guard.model import Outcome, SendResult
+from guard.model import CancelTarget, Outcome, SendResult
 from guard.record.journal import Journal
 from guard.record.log import Log
 from guard.snapshot.boards import BoardResolver
@@ -209,7 +211,7 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
         # cancel on the wire: it is not read again, and nothing of it is decided now.
         skip = {a for a, _ in unread_at_reconcile}
         snapshot = await take_snapshot(ctx.broker, [a for a in rules.accounts if a not in skip],
-                                       day, ctx.clock, log)
+                                       day, ctx.clock, log, queued=_queued(ctx.broker))
         if unread_at_reconcile:
             snapshot = Snapshot(snapshot.books, snapshot.failures + unread_at_reconcile)
         assert ctx.boards is not None
@@ -249,6 +251,14 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
         ctx.in_flight.difference_update(claimed)
 
 
+def _queued(broker: object) -> Callable[[], int]:
+    """How many requests wait for the broker's budget now (0 for a broker without one)."""
+    budget = getattr(broker, "budget", None)
+    if isinstance(budget, Budget):
+        return lambda: budget.waiting
+    return lambda: 0
+
+
 def _given_up(ctx: SweepContext, log: Log, decisions: list[Decision],
               now: datetime) -> frozenset[tuple[str, str]]:
     """The selected orders whose cancels the broker accepted and never applied
@@ -279,6 +289,63 @@ def _finish_aborted(ctx: SweepContext, sweep_id: int, log: Log, exc: BaseExcepti
         log.error("journal.write_failed", step="finish_sweep", error=str(again))
 
 
+@dataclass
+class _AccountRun:
+    """What one account's cancels came to: sent, confirmed, cash released; ``cause`` is why
+    its sending stopped early (``SendAborted``), if it did."""
+
+    sent: list[SendResult]
+    outcomes: list[Outcome] = field(default_factory=list)
+    releases: list[CashRelease] = field(default_factory=list)
+    cause: Exception | None = None
+
+
+async def _account_run(ctx: SweepContext, log: Log, sweep_id: int, account: str,
+                       batches: tuple[tuple[CancelTarget, ...], ...], rank: int,
+                       failures: list[Exception], watch: _JournalWatch) -> _AccountRun:
+    """One account's cancels: cash before (its cancels wait for it, so it spends at their
+    priority), send, confirm, journal the outcomes, then cash after (at the lowest priority:
+    nothing waits for it)."""
+    rules = ctx.rules
+    targets = tuple(t for b in batches for t in b)
+    with spending(Priority.CANCEL, rank):
+        before = await read_cash(ctx.broker, [account], log)
+        t_send = time.monotonic()
+        run = _AccountRun([])
+        try:
+            run.sent = await send_plan(
+                CancelPlan(targets, batches, None, tripped=False), broker=ctx.broker,
+                journal=ctx.journal, sweep_id=sweep_id, clock=ctx.wall, log=log,
+                proof_timeout=rules.limits.confirm_timeout.total_seconds(), failures=failures)
+        except SendAborted as aborted:
+            run.cause, run.sent = aborted.cause, aborted.results  # what went out is confirmed
+    if isinstance(run.cause, ReauthRequired):
+        return run
+    with spending(Priority.CONFIRM, rank):
+        run.outcomes = await confirm(run.sent, broker=ctx.broker, log=log, sent_at=t_send,
+                                     timeout=rules.limits.confirm_timeout)
+    for outcome in run.outcomes:
+        order = outcome.sent.target.order
+        watch.write("outcome", ctx.journal.outcome, outcome.sent.intent_id, ctx.wall(),
+                    order.account, order.order_id, outcome.kind, outcome.cancelled_qty,
+                    outcome.final_status, outcome.detail)
+    if run.cause is not None or account not in before:
+        return run
+    with spending(Priority.BACKGROUND, rank):
+        after = await read_cash(ctx.broker, [account], log)
+    if account in after:
+        release = cash_release(account, before[account], after[account], run.outcomes)
+        run.releases.append(release)
+        event = log.warning if release.mismatch else log.info
+        event("cash.released", account=account, basis=release.basis,
+              withdrawable_delta=str(release.withdrawable_delta),
+              purchasing_power_delta=(None if release.purchasing_power_delta is None
+                                      else str(release.purchasing_power_delta)),
+              expected=None if release.expected is None else str(release.expected),
+              mismatch=release.mismatch)
+    return run
+
+
 async def _act(ctx: SweepContext, trigger: str, log: Log, t0: float, now: datetime,
                sweep_id: int, dry: bool, snapshot: Snapshot, decisions: list[Decision],
                plan: CancelPlan, deferred: frozenset[tuple[str, str]],
@@ -295,44 +362,37 @@ async def _act(ctx: SweepContext, trigger: str, log: Log, t0: float, now: dateti
     sent: list[SendResult] = []
     outcomes: list[Outcome] = []
     releases: list[CashRelease] = []
-    fatal: Exception | None = None
     if plan.batches:
-        accounts = sorted({t.order.account for t in plan.targets})
-        before = await read_cash(ctx.broker, accounts, log)
-        t_send = time.monotonic()
-        try:
-            sent = await send_plan(plan, broker=ctx.broker, journal=ctx.journal,
-                                   sweep_id=sweep_id, clock=ctx.wall, log=log,
-                                   proof_timeout=rules.limits.confirm_timeout.total_seconds())
-        except SendAborted as aborted:
-            if isinstance(aborted.cause, ReauthRequired):
-                raise aborted.cause from None  # no read can confirm: reconciled after login
-            if isinstance(aborted.cause, JournalError):
-                watch.failed(aborted.cause, "send")
+        # Each account's cancels go out as soon as the plan is made, every account at once:
+        # one slow or failing account (its cash, a batch that must be proved before a resend,
+        # its confirmation) never holds another's back. The budget (guard.broker.budget)
+        # orders their requests: cancels first, by the order of rules.yaml's accounts.
+        rank = {a: i for i, a in enumerate(rules.accounts)}
+        batches: dict[str, list[tuple[CancelTarget, ...]]] = {}
+        for batch in plan.batches:
+            batches.setdefault(batch[0].order.account, []).append(batch)
+        failures: list[Exception] = []  # shared: one journal failure stops every account
+        runs = await asyncio.gather(*(
+            _account_run(ctx, log, sweep_id, account, tuple(items), rank.get(account, len(rank)),
+                         failures, watch)
+            for account, items in batches.items()), return_exceptions=True)
+        problems = [r for r in runs if isinstance(r, BaseException)]
+        done = [r for r in runs if isinstance(r, _AccountRun)]
+        for run in done:
+            sent.extend(run.sent)
+            outcomes.extend(run.outcomes)
+            releases.extend(run.releases)
+        causes = [r.cause for r in done if r.cause is not None]
+        for error in problems + causes:
+            if isinstance(error, ReauthRequired):
+                raise error from None  # no read can confirm: reconciled after login
+        for error in problems:
+            raise error
+        for cause in causes:
+            if isinstance(cause, JournalError):
+                watch.failed(cause, "send")
             else:
-                fatal = aborted.cause  # raised once what went out is confirmed
-            sent = aborted.results  # went out before sending stopped: still confirmed
-        outcomes = await confirm(sent, broker=ctx.broker, log=log, sent_at=t_send,
-                                 timeout=rules.limits.confirm_timeout)
-        for outcome in outcomes:
-            order = outcome.sent.target.order
-            watch.write("outcome", ctx.journal.outcome, outcome.sent.intent_id, ctx.wall(),
-                        order.account, order.order_id, outcome.kind, outcome.cancelled_qty,
-                        outcome.final_status, outcome.detail)
-        if fatal is not None:
-            raise fatal
-        after = await read_cash(ctx.broker, accounts, log)
-        for account in accounts:
-            if account in before and account in after:
-                release = cash_release(account, before[account], after[account], outcomes)
-                releases.append(release)
-                event = log.warning if release.mismatch else log.info
-                event("cash.released", account=account, basis=release.basis,
-                      withdrawable_delta=str(release.withdrawable_delta),
-                      purchasing_power_delta=(None if release.purchasing_power_delta is None
-                                              else str(release.purchasing_power_delta)),
-                      expected=None if release.expected is None else str(release.expected),
-                      mismatch=release.mismatch)
+                raise cause  # a bug: raised once what went out is confirmed
 
     result: SweepResult
     if watch.error is not None:

@@ -32,6 +32,7 @@ from datetime import date, datetime
 from typing import Any
 
 from guard.act.plan import CancelPlan
+from guard.broker.budget import Priority, current, spending
 from guard.broker.ports import Canceller
 from guard.errors import BrokerCallError, GuardError, JournalError
 from guard.model import PENDING_CANCEL, BookOrder, CancelReply, CancelTarget, SendResult, SendStatus
@@ -84,8 +85,13 @@ async def send_plan(
     proof_timeout: float = 30.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     monotonic: Callable[[], float] = time.monotonic,
+    failures: list[Exception] | None = None,
 ) -> list[SendResult]:
     """Send every batch of ``plan``; returns one ``SendResult`` per target.
+
+    ``failures`` may be shared by several ``send_plan`` running at once (a sweep sends each
+    account's plan as soon as it is ready): a failure in any of them stops the batches not
+    yet started in all of them, as within one plan.
 
     A batch that fails beyond retrying (``ReauthRequired``: the session is gone; a
     ``JournalError``: nothing more can be recorded) stops the whole send, but only once every
@@ -95,7 +101,7 @@ async def send_plan(
     results of every cancel that went out.
     """
     gate = asyncio.Semaphore(concurrency)
-    failures: list[Exception] = []
+    failures = [] if failures is None else failures
     results: list[SendResult] = []
 
     async def one(targets: tuple[CancelTarget, ...]) -> None:
@@ -258,7 +264,8 @@ async def _keep_still_open(batch: _Batch, broker: Canceller, day: date, log: Log
     deadline = None if proof_timeout is None else monotonic() + proof_timeout
     delay = 0.2
     while True:
-        got = await read_books(broker, {account: day}, log, event="book.reread_failed")
+        with spending(Priority.PROOF, current()[1]):  # a resend waits on it
+            got = await read_books(broker, {account: day}, log, event="book.reread_failed")
         book = got.read.get(account)
         if book is not None:
             break

@@ -56,6 +56,7 @@ from ssi_sdk.utils import (
 )
 
 from guard.broker import replies
+from guard.broker.budget import Budget
 from guard.broker.tokens import TokenCache
 from guard.clock import EXCHANGE_TZ
 from guard.errors import (
@@ -127,6 +128,12 @@ class Broker:
             retry_delay_ms=retry_delay_ms,
             log_level="WARNING",  # the SDK resets its logger's level to this on every Auth()
         )
+        # Every call of every account spends from this one budget, by priority (see
+        # ``guard.broker.budget``); the SDK's own limiter stays behind it.
+        self.budget = Budget(rate_limit)
+        # Pages each account's book took at its last read: the next read asks for them all at
+        # once, instead of learning the count from page 1 first.
+        self._pages_hint: dict[str, int] = {}
         self._auth: AsyncAuth | None = None
         self._trading: AsyncTrading | None = None
         self._data: AsyncData | None = None
@@ -375,8 +382,13 @@ class Broker:
         re-read of the book can tell.
         """
         for attempt in (1, 2):
+            await self.budget.take()
+            seen = self._auth.rest_client.rate_limit if self._auth is not None else None
             try:
                 return await make()
+            except RateLimitError as exc:
+                self.budget.pause((exc.retry_after_ms or 1000) / 1000)
+                raise self._translate(exc, write=write) from None
             except ReauthenticationRequired:
                 raise ReauthRequired("the SSI session was revoked: run ssi-guard login") from None
             except AuthenticationError as exc:
@@ -395,7 +407,20 @@ class Broker:
                 if write:
                     raise call_error("ambiguous", message) from None
                 raise BrokerReplyError(message) from None
+            finally:
+                self._follow_quota(seen)
         raise AssertionError("unreachable")
+
+    def _follow_quota(self, seen: dict[str, int | None] | None) -> None:
+        """The SDK rests its limiter a second when the server says ``X-RateLimit-Remaining:
+        0``; the budget rests with it, so what waits, waits in priority order here. (The SDK
+        keeps a new dict per reply: ``seen`` is the one before this call, so a stale 0 from
+        an older reply pauses nothing.)"""
+        if self._auth is None:
+            return
+        now = self._auth.rest_client.rate_limit
+        if now is not seen and now.get("remaining") == 0:
+            self.budget.pause(1.0)
 
     async def _recover_session(self) -> None:
         """After a 401 on a normal call: try a refresh; a dead session needs a new login."""
@@ -441,23 +466,63 @@ class Broker:
                                f"no two of {MAX_PASSES} reads agreed, so it is not decided on")
 
     async def _read_pass(self, account: str, day: date) -> tuple[BookOrder, ...]:
-        """One read of every page, in order; its pages as one book (see ``assemble_book``).
-        Each page is the request ``get_historical_orders`` sends, on the same client (token,
-        limiter, retries, error mapping), but its reply is checked raw (``parse_order_page``)."""
+        """One read of every page; its pages as one book (see ``assemble_book``). Each page
+        is the request ``get_historical_orders`` sends, on the same client (token, limiter,
+        retries, error mapping), but its reply is checked raw (``parse_order_page``).
+
+        The pages go out together: as many as the account's book took last time at once,
+        then, once page 1's ``totalRecord`` says how many there are, the rest at once. The
+        pass still ends on a short (or empty) page, as a sequential read would: with a count,
+        that is page ``totalRecord // PAGE_SIZE + 1``; without one, pages are asked for until
+        one comes back short. Pages asked for beyond that must come back empty, or the book
+        changed while it was read. The order the pages arrive in changes nothing of what
+        ``assemble_book`` checks (one total, no order twice, every order counted).
+        """
+        size = replies.PAGE_SIZE
+        got: dict[int, replies.Page] = {}
+
+        async def fetch(numbers: range) -> None:
+            # Every page answered (or failed) before this returns: no request of a pass
+            # that failed is left running behind the caller's back.
+            pages = await asyncio.gather(*(self._read_page(account, day, n) for n in numbers),
+                                         return_exceptions=True)
+            for page in pages:
+                if isinstance(page, BaseException):
+                    raise page
+            got.update(zip(numbers, pages, strict=True))  # type: ignore[arg-type]
+
+        await fetch(range(1, min(self._pages_hint.get(account, 1), replies.MAX_PAGES) + 1))
+        while True:
+            total = got[1].total
+            if total is not None:
+                last = total // size + 1  # the short page that ends the book
+            else:
+                shorts = [n for n in sorted(got) if len(got[n].orders) < size]
+                last = shorts[0] if shorts else max(got) + 1
+            if last > replies.MAX_PAGES:
+                raise BrokerReplyError(f"account {account}: more than {replies.MAX_PAGES} "
+                                       f"pages of {size} orders; not a plausible day's book")
+            missing = [n for n in range(1, last + 1) if n not in got]
+            if not missing:
+                break
+            if total is not None:
+                await fetch(range(missing[0], last + 1))
+            else:
+                await fetch(range(missing[0], missing[0] + 1))  # no count: one at a time
+        beyond = [n for n in got if n > last and got[n].orders]
+        if beyond:
+            raise replies.BookChanged(f"account {account}: page {beyond[0]} has orders after "
+                                      f"the book ended on page {last} (the book changed)")
+        self._pages_hint[account] = last
+        return replies.assemble_book([got[n] for n in sorted(got)], account)
+
+    async def _read_page(self, account: str, day: date, number: int) -> replies.Page:
         text = day.strftime("%Y/%m/%d")
-        rest = self.auth.rest_client
-        pages: list[replies.Page] = []
-        for number in range(1, replies.MAX_PAGES + 1):
-            params = OrderBookRequest(account_no=account, from_date=text, to_date=text,
-                                      page=number, size=replies.PAGE_SIZE).to_dict()
-            body = await self._call(partial(rest.get, EP_ORDER_HISTORY, params=params),
-                                    write=False)
-            page = replies.parse_order_page(body, account, number, replies.PAGE_SIZE)
-            pages.append(page)
-            if len(page.orders) < replies.PAGE_SIZE:
-                return replies.assemble_book(pages, account)
-        raise BrokerReplyError(f"account {account}: more than {replies.MAX_PAGES} pages of "
-                               f"{replies.PAGE_SIZE} orders; not a plausible day's book")
+        params = OrderBookRequest(account_no=account, from_date=text, to_date=text,
+                                  page=number, size=replies.PAGE_SIZE).to_dict()
+        body = await self._call(partial(self.auth.rest_client.get, EP_ORDER_HISTORY,
+                                        params=params), write=False)
+        return replies.parse_order_page(body, account, number, replies.PAGE_SIZE)
 
     async def account_typing(self, account: str) -> AccountTyping:
         """Whether ``account`` is an equity or a derivatives account, as the broker says

@@ -244,7 +244,10 @@ def down_before_confirm(w: World) -> None:
 
 def down_through_confirm(w: World) -> None:
     w.log.when("cancel.sent", w.sim.stop, nth=5)
-    report = w.sweep()  # confirm_timeout 1 s, the broker down throughout
+    # Each account confirms as soon as its own cancels are out: the cancels stay WC until the
+    # broker is down, so no account's confirmation can end before it.
+    with w.sim.paused_cancels():
+        report = w.sweep()  # confirm_timeout 1 s, the broker down throughout
     assert report.result == "incomplete"
     w.sim.restart()
     assert w.sweep().result == "nothing_to_do"  # the cancels had landed: nothing sent again
@@ -257,8 +260,11 @@ def down_and_guard_died(w: World) -> None:
     def die() -> None:
         raise Killed
 
+    # Each account confirms on its own: the guard dies in both confirmations, at their
+    # first failed read.
     w.log.when("book.read_failed", die)
-    with pytest.raises(Killed):
+    w.log.when("book.read_failed", die, nth=2)
+    with w.sim.paused_cancels(), pytest.raises(Killed):  # WC until down (see above)
         w.sweep()
     with w.guard.journal() as j:
         assert len(j.open_intents()) == 5
