@@ -184,6 +184,7 @@ async def _sweep_once(args: argparse.Namespace, trigger: str, *, dry: bool,
         alerts = ctx.rules.alerts
         async with alerting(alerts.webhook if alerts else None,
                             alerts.format if alerts else "generic",
+                            language=alerts.language if alerts else "en",
                             has_holiday_data=ctx.calendar.has_holiday_data,
                             flush_s=ONCE_FLUSH_S):
             year = check_holiday_data(ctx.calendar, ctx.clock(), log)
@@ -332,6 +333,7 @@ async def _cancel_all_here(args: argparse.Namespace, request: CancelAll) -> int:
         alerts = ctx.rules.alerts
         async with alerting(alerts.webhook if alerts else None,
                             alerts.format if alerts else "generic",
+                            language=alerts.language if alerts else "en",
                             has_holiday_data=ctx.calendar.has_holiday_data,
                             flush_s=ONCE_FLUSH_S):
             if not args.yes:
@@ -361,6 +363,12 @@ async def _cancel_all_in_daemon(state_dir: Path, confirm_s: float, request: Canc
             _say("cancel-all: not confirmed; nothing was cancelled")
             return 1
     return _finish(await ask_daemon(state_dir, request, preview=False, timeout_s=timeout))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from guard.report.command import run_report
+
+    return run_report(args.rules, args.day, sys.stdout)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -603,6 +611,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     p.add_argument("--log-level", default="WARNING")
     p.set_defaults(func=cmd_cancel_all)
+
+    from guard.report.command import day_arg
+
+    p = sub.add_parser("report", help="the day's report from the journal (en or vi)")
+    p.add_argument("--rules", default="rules.yaml", help="rules file (default: rules.yaml)")
+    p.add_argument("--day", type=day_arg, help="exchange day, YYYY-MM-DD (default: today)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("history", help="print the journal of cancels")
     p.add_argument("--since", type=_instant, help="only intents from this instant on")
