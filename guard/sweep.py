@@ -25,7 +25,7 @@ from guard.config.schema import RulesFile
 from guard.confirm.cash import CashRelease, cash_release
 from guard.confirm.confirm import confirm
 from guard.confirm.reconcile import reconcile
-from guard.errors import JournalError, ReauthRequired
+from guard.errors import BrokerError, JournalError, ReauthRequired
 from guard.evaluate.engine import Decision, evaluate
 from guard.market.calendar import MarketCalendar
 from guard.model import CancelTarget, Outcome, SendResult
@@ -427,4 +427,19 @@ async def _act(ctx: SweepContext, trigger: str, log: Log, t0: float, now: dateti
         finished("sweep.finished", result=result, journal_error=str(watch.error), **summary)
         raise watch.error
     finished("sweep.finished", result=result, **summary)
+    await _type_accounts(ctx, log)
     return report
+
+
+async def _type_accounts(ctx: SweepContext, log: Log) -> None:
+    """Read the day's account types (one ``get_account_info``, cached for the day) after a
+    sweep, when nothing waits for the budget, so that the first cash read before a cancel
+    (a pre-close sweep's, at its second) never has to spend a request on it."""
+    typing = getattr(ctx.broker, "account_typing", None)
+    if typing is None or not ctx.rules.accounts or ctx.dry_run:
+        return
+    try:
+        with spending(Priority.BACKGROUND):
+            await typing(ctx.rules.accounts[0])
+    except (BrokerError, ReauthRequired) as exc:
+        log.info("account.typing_deferred", error=str(exc))
