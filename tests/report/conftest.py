@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from kit.report import DAY, at
 
-from guard.clock import EXCHANGE_TZ
 from guard.record.journal import Journal
-
-DAY = datetime(2026, 11, 23, tzinfo=EXCHANGE_TZ)
-
-
-def at(hh: int, mm: int, ss: int = 0, day: datetime = DAY) -> datetime:
-    return day.replace(hour=hh, minute=mm, second=ss)
 
 
 def write_day(j: Journal) -> None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import DAY, at
+from kit.report import DAY, at
 
 from guard.clock import FakeClock
 from guard.errors import JournalError

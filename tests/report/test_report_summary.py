@@ -6,7 +6,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-from conftest import DAY
+from kit.report import DAY
 
 from guard.record.journal import Journal
 from guard.report.command import day_report

@@ -8,8 +8,7 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
-from conftest import wait_until
-from kit import ACCT, BATCH, OTHER, STALE
+from kit import ACCT, BATCH, OTHER, STALE, wait_until
 from kit.sweep import Guard, assert_one_outcome_per_intent, outcomes, rules_text
 
 from guard.simulator.control import Simulator
