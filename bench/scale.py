@@ -410,7 +410,16 @@ def main(argv: list[str] | None = None) -> int:
               f"outcomes {sw['outcomes']}, first cancel +{sw['first_cancel_s']:.2f} s, last "
               f"cancel answered +{sw['last_cancel_s']:.2f} s, whole run_sweep "
               f"{sw['sweep_s']:.2f} s (cash after, journal)")
-        print(f"  {case.label()} pre-close: {pc['targets']} targets, outcomes {pc['outcomes']}, "
+        # What the budget alone allows: every page fresh at the second (the empty page that
+        # ends a book of a multiple of 1,000 included), then the first account's cash (2)
+        # and its first batch, at the guard's pace with a full burst.
+        from guard.broker.client import DEFAULT_RATE_LIMIT as pace
+
+        need = case.accounts * (case.orders // PAGE + 1) + 3
+        bound = max(0.0, (need - pace) / pace)
+        print(f"  {case.label()} pre-close: rate-bound minimum {bound:.2f} s ({need} requests "
+              f"before the first DELETE, burst {pace}, {pace}/s); "
+              f"{pc['targets']} targets, outcomes {pc['outcomes']}, "
               f"first cancel call +{pc['first_cancel_s']:.3f} s after the job fired, whole "
               f"sweep {pc['sweep_s']:.2f} s, result {pc['result']}; no request for "
               f"{pc['idle_before_s']:.1f} s before the second")
