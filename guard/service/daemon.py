@@ -49,6 +49,9 @@ from guard.sweep import SweepContext, SweepReport, run_sweep
 
 __all__ = ["Daemon", "run_daemon"]
 
+# No poll starts this close before a critical job (pre-close, ``at``): the request budget
+# refills in about a second, and the critical sweep finds it full and the sweep lock free.
+QUIET_BEFORE_CRITICAL = timedelta(seconds=3)
 REAUTH_REPEAT_S = 300.0  # repeat the re-auth error every 5 minutes, not every poll
 RECOVERY_PROBE_S = 5.0  # how often a degraded daemon asks the broker again
 RECOVERY_TICK_S = 0.5  # how often it looks (locally, no request) for a new `ssi-guard login`
@@ -370,6 +373,12 @@ class Daemon:
         if self._sweep_lock.locked() and not job.critical:
             self.log.info("sweep.skipped", job=job.job_id, reason="another sweep is running")
             return None
+        if not job.critical and self.driver is not None:
+            due = self.driver.critical_due(self.ctx.clock(), QUIET_BEFORE_CRITICAL)
+            if due is not None:
+                self.log.info("sweep.skipped", job=job.job_id,
+                              reason=f"{due} is due: its request budget is kept full")
+                return None
         task = asyncio.create_task(self._locked_sweep(job), name=f"sweep:{job.job_id}")
         self._sweeps.add(task)
         task.add_done_callback(self._sweeps.discard)
