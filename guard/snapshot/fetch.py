@@ -11,12 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from guard.broker.budget import Priority, spending
+from guard.broker.budget import Priority
 from guard.broker.ports import BookReader, CashReader
 from guard.errors import BrokerError
 from guard.market.accounts import DerivativeCash
-from guard.model import AccountSnapshot, BookOrder, CashFigures
+from guard.model import AccountSnapshot, CashFigures
 from guard.record.log import Log
+from guard.snapshot.read import read_books
 
 __all__ = ["STRAGGLER_S", "Snapshot", "read_cash", "take_snapshot"]
 
@@ -47,50 +48,9 @@ async def take_snapshot(broker: BookReader, accounts: Sequence[str], day: date,
     reported unread with the reason (its reads are abandoned: reads only, nothing to
     undo), and read again by the next sweep. A failing account fails at once, as before.
     """
-    rank = {a: i for i, a in enumerate(accounts)}
-
-    async def one(account: str) -> tuple[BookOrder, ...] | str:
-        with spending(Priority.DECIDE, rank[account]):
-            try:
-                return await broker.orders(account, day)
-            except BrokerError as exc:
-                log.error("book.read_failed", account=account, error=str(exc))
-                return str(exc)
-
-    tasks = {asyncio.ensure_future(one(a)): a for a in dict.fromkeys(accounts)}
-    pending = set(tasks)
-    done_any = False
-    try:
-        while pending:
-            done, pending = await asyncio.wait(
-                pending, timeout=straggler_s if done_any else None,
-                return_when=asyncio.FIRST_COMPLETED)
-            if done:
-                done_any = True
-                continue
-            if queued() > 0:
-                continue  # the budget is still pacing requests: not the account's slowness
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            break
-    finally:
-        for task in pending:
-            task.cancel()
-    read: dict[str, tuple[BookOrder, ...]] = {}
-    failed: dict[str, str] = {}
-    for task, account in tasks.items():
-        result = task.result() if task.done() and not task.cancelled() else None
-        if isinstance(result, tuple):
-            read[account] = result
-        elif isinstance(result, str):
-            failed[account] = result
-        else:
-            why = (f"its book was still not read {straggler_s:g}s after the other accounts' "
-                   "were: left out of this sweep so their cancels are not delayed (the next "
-                   "sweep reads it again)")
-            log.error("book.read_slow", account=account, error=why)
-            failed[account] = why
+    got = await read_books(broker, dict.fromkeys(accounts, day), log, level="error",
+                           priority=Priority.DECIDE, straggler_s=straggler_s, queued=queued)
+    read, failed = got.read, got.failed
     taken = clock()
     books = tuple(AccountSnapshot(a, read[a], taken) for a in accounts if a in read)
     failures = tuple((a, failed[a]) for a in accounts if a in failed)

@@ -5,15 +5,19 @@ Every step that looks at the book (the snapshot, the sender's proof before a res
 confirmation, reconciliation) reads through here. A ``BrokerError`` of one account is that
 account's failure, logged and returned by name; it never stops another account's read.
 ``ReauthRequired`` (the session is gone for every account) is raised.
+
+The snapshot, which decides once over every account, also bounds how long one slow account
+may hold the others back (``straggler_s``): see ``read_books``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
+from guard.broker.budget import Priority, spending
 from guard.broker.ports import BookReader
 from guard.errors import BrokerError
 from guard.model import BookOrder
@@ -36,16 +40,61 @@ class Books:
 
 
 async def read_books(reader: BookReader, wanted: Mapping[str, date], log: Log, *,
-                     event: str = "book.read_failed", level: str = "warning") -> Books:
-    """Read every account of ``wanted`` (account -> exchange date) concurrently."""
+                     event: str = "book.read_failed", level: str = "warning",
+                     priority: Priority | None = None, straggler_s: float | None = None,
+                     queued: Callable[[], int] = lambda: 0) -> Books:
+    """Read every account of ``wanted`` (account -> exchange date) concurrently.
 
-    async def one(account: str, day: date) -> tuple[str, tuple[BookOrder, ...] | str]:
+    ``priority``: the budget's priority for these reads, accounts ranked in ``wanted``'s order.
+    ``straggler_s``: once one account is read, the rest get this long without progress (no
+    account finishing, and none of their requests still ``queued`` for the budget, which is
+    the budget's delay, not theirs); an account still unread then is left out, failed with the
+    reason and logged as ``book.read_slow`` (its reads are abandoned: reads only, nothing to
+    undo).
+    """
+    rank = {a: i for i, a in enumerate(wanted)}
+
+    async def one(account: str, day: date) -> tuple[BookOrder, ...] | str:
         try:
-            return account, await reader.orders(account, day)
+            if priority is None:
+                return await reader.orders(account, day)
+            with spending(priority, rank[account]):
+                return await reader.orders(account, day)
         except BrokerError as exc:
             getattr(log, level)(event, account=account, error=str(exc))
-            return account, str(exc)
+            return str(exc)
 
-    pairs = await asyncio.gather(*(one(a, d) for a, d in wanted.items()))
-    return Books({a: r for a, r in pairs if isinstance(r, tuple)},
-                 {a: r for a, r in pairs if isinstance(r, str)})
+    tasks = {asyncio.ensure_future(one(a, d)): a for a, d in wanted.items()}
+    pending = set(tasks)
+    done_any = False
+    try:
+        while pending:
+            done, pending = await asyncio.wait(
+                pending, timeout=straggler_s if done_any else None,
+                return_when=asyncio.FIRST_COMPLETED)
+            if done:
+                done_any = True
+                continue
+            if queued() > 0:
+                continue  # the budget is still pacing requests: not the account's slowness
+            break
+    finally:
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+    read: dict[str, tuple[BookOrder, ...]] = {}
+    failed: dict[str, str] = {}
+    for task, account in tasks.items():
+        result = task.result() if task.done() and not task.cancelled() else None
+        if isinstance(result, tuple):
+            read[account] = result
+        elif isinstance(result, str):
+            failed[account] = result
+        else:
+            why = (f"its book was still not read {straggler_s:g}s after the other accounts' "
+                   "were: left out of this sweep so their cancels are not delayed (the next "
+                   "sweep reads it again)")
+            log.error("book.read_slow", account=account, error=why)
+            failed[account] = why
+    return Books(read, failed)
