@@ -157,7 +157,7 @@ def test_metrics_after_a_sweep_that_cancels_stale_orders(
                 report = await daemon.fire(job(daemon))
                 assert report is not None and report.result == "ok"
                 swept_at = time.time()
-                sim.inject(Fault("malformed", "GET", BOOK, times=1))  # one book unreadable
+                sim.inject(Fault("malformed", "GET", BOOK, times=1, account=OTHER))  # unreadable
                 again = await daemon.fire(job(daemon))
                 assert again is not None and again.result == "incomplete"
                 base = f"http://127.0.0.1:{ops.server.port}"
