@@ -202,6 +202,39 @@ def test_dry_run_decides_and_logs_but_sends_nothing(sim: Simulator, tmp_path: Pa
     asyncio.run(scenario())
 
 
+def test_the_pause_file_stops_a_stale_heartbeat_too(sim: Simulator, tmp_path: Path) -> None:
+    hb = tmp_path / "never"
+    order = sim.seed_order(ACCT, "SSI", age=RECENT, client_request_id="sa-1")
+    (tmp_path / "state").mkdir(mode=0o700)
+    (tmp_path / "state" / "paused").touch()
+
+    async def scenario() -> None:
+        async with guard(sim, tmp_path, rules_text(hb, stale_after="1s"),
+                         sim.clock) as (_daemon, log):
+            await until(lambda: any(e.get("reason") == "paused by the pause file"
+                                    for e in log.named("cancel.skipped")), 5)
+            assert deletes(sim) == [] and sim.order(order).status == "QU"
+
+    asyncio.run(scenario())
+
+
+def test_the_breaker_stops_a_stale_heartbeat_that_selects_too_much(
+        sim: Simulator, tmp_path: Path) -> None:
+    hb = tmp_path / "never"
+    orders = [sim.seed_order(ACCT, "SSI", age=RECENT, client_request_id=f"sa-{i}")
+              for i in range(3)]
+    rules = rules_text(hb, stale_after="1s").replace("max_cancels_per_sweep: 50",
+                                                     "max_cancels_per_sweep: 2")
+
+    async def scenario() -> None:
+        async with guard(sim, tmp_path, rules, sim.clock) as (_daemon, log):
+            await until(lambda: bool(log.named("breaker.tripped")), 5)
+            assert deletes(sim) == []
+            assert all(sim.order(o).status == "QU" for o in orders)
+
+    asyncio.run(scenario())
+
+
 class RunningClock:
     """Market time that starts at ``start`` when made and runs in real time (the simulator
     and the daemon share it)."""
