@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -22,6 +23,7 @@ from guard.errors import ConfigError, GuardError, ReauthRequired, StateError
 from guard.record.redact import Redactor
 
 if TYPE_CHECKING:
+    from guard.service.lock import StateLock
     from guard.service.panic import CancelAll, PanicResult
     from guard.sweep import SweepReport
 
@@ -289,6 +291,7 @@ def cmd_cancel_all(args: argparse.Namespace) -> int:
     """The panic button: standalone when no daemon holds the state directory, else through
     the daemon (a login from here would end its session)."""
     from guard.config.loader import load_rules
+    from guard.service.control import TryAgain, listening
     from guard.service.lock import StateLock
     from guard.service.panic import CancelAll, operator_rules
     from guard.settings import resolve_state_dir
@@ -302,18 +305,35 @@ def cmd_cancel_all(args: argparse.Namespace) -> int:
     rules = load_rules(args.rules)
     operator_rules(rules, request)  # a bad filter is exit 1 before any request
     state_dir = resolve_state_dir()
-    probe = StateLock(state_dir)
-    standalone = probe.try_acquire()
-    probe.release()
     _setup_logging(args)
-
-    if standalone:
-        return asyncio.run(_cancel_all_here(args, request))
-    if args.at is not None:
-        raise ConfigError("cancel-all: --at is for rehearsals and cannot be used while a daemon "
-                          f"holds {state_dir}")
-    return asyncio.run(_cancel_all_in_daemon(state_dir, rules.limits.confirm_timeout
-                                             .total_seconds(), request, args.yes))
+    confirm_s = rules.limits.confirm_timeout.total_seconds()
+    deadline = time.monotonic() + args.wait
+    waiting_said = False
+    while True:
+        # Whoever holds the state directory acts: this process, keeping the lock it took
+        # from looking to acting, or the daemon that holds it. Anyone else (a daemon starting
+        # or stopping, run --once, another cancel-all) is waited for, up to --wait.
+        lock = StateLock(state_dir)
+        if lock.try_acquire():
+            try:
+                return asyncio.run(_cancel_all_here(args, request, lock))
+            finally:
+                lock.release()
+        try:
+            if args.at is not None:
+                if listening(state_dir):
+                    raise ConfigError("cancel-all: --at is for rehearsals and cannot be used "
+                                      f"while a daemon holds {state_dir}")
+                raise TryAgain(f"another ssi-guard holds {state_dir}")
+            return asyncio.run(_cancel_all_in_daemon(state_dir, confirm_s, request, args.yes))
+        except TryAgain as exc:
+            if time.monotonic() >= deadline:
+                raise StateError(f"cancel-all: {exc}; gave up after --wait {args.wait}s "
+                                 "(nothing was cancelled by this command)") from None
+            if not waiting_said:
+                _say(f"cancel-all: {exc}; waiting up to {args.wait}s")
+                waiting_said = True
+            time.sleep(0.3)
 
 
 def _finish(result: PanicResult) -> int:
@@ -321,7 +341,8 @@ def _finish(result: PanicResult) -> int:
     return 0 if result.complete else 6
 
 
-async def _cancel_all_here(args: argparse.Namespace, request: CancelAll) -> int:
+async def _cancel_all_here(args: argparse.Namespace, request: CancelAll,
+                           lock: StateLock) -> int:
     import structlog
 
     from guard.service.ops import alerting
@@ -329,7 +350,8 @@ async def _cancel_all_here(args: argparse.Namespace, request: CancelAll) -> int:
     from guard.service.runtime import open_guard
 
     log = structlog.get_logger("guard")
-    async with open_guard(args.rules, clock=_market_clock(args.at), log=log) as ctx:
+    async with open_guard(args.rules, clock=_market_clock(args.at), log=log,
+                          held_lock=lock) as ctx:
         alerts = ctx.rules.alerts
         async with alerting(alerts.webhook if alerts else None,
                             alerts.format if alerts else "generic",
@@ -353,16 +375,19 @@ async def _cancel_all_in_daemon(state_dir: Path, confirm_s: float, request: Canc
 
     # A sweep already running, then the operator's own, each within its confirmation bound.
     timeout = 2 * confirm_s + 120
-    _say(f"cancel-all: a daemon holds {state_dir}; asking it to act")
+    said = f"cancel-all: done by the running daemon that holds {state_dir} (no second login)"
     if not yes:
         preview = await ask_daemon(state_dir, request, preview=True, timeout_s=timeout)
+        _say(said.replace("done by", "asked"))
         _print_panic(preview)
         if not any(r[6] == "would cancel" for r in preview.rows):
             return 0 if preview.complete else 6
         if not _confirm(preview):
             _say("cancel-all: not confirmed; nothing was cancelled")
             return 1
-    return _finish(await ask_daemon(state_dir, request, preview=False, timeout_s=timeout))
+    result = await ask_daemon(state_dir, request, preview=False, timeout_s=timeout)
+    _say(said)
+    return _finish(result)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -606,6 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--client-request-id", action="append", metavar="GLOB",
                    help="only client request ids matching this glob (repeatable)")
     p.add_argument("--yes", action="store_true", help="do not ask (required without a terminal)")
+    p.add_argument("--wait", type=_positive, default=60, metavar="SECONDS",
+                   help="how long to wait for a guard that is starting, stopping or sweeping "
+                        "once to let go of the state directory (default 60)")
     p.add_argument("--at", type=_instant,
                    help="rehearsal: evaluate the bans as of this instant (not beside a daemon)")
     p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")

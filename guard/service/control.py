@@ -23,9 +23,16 @@ from guard.errors import GuardError, StateError
 from guard.record.log import Log
 from guard.service.panic import CancelAll, PanicResult
 
-__all__ = ["ControlServer", "ask_daemon", "socket_path"]
+__all__ = ["ControlServer", "TryAgain", "ask_daemon", "listening", "socket_path"]
 
-MAX_LINE = 64 * 1024
+MAX_LINE = 64 * 1024  # a request
+MAX_REPLY = 256 * 1024 * 1024  # a result: one row per selected order, however many
+
+
+class TryAgain(StateError):
+    """Nobody can act on the state directory this instant (a daemon starting or stopping, a
+    guard that serves no socket holding the lock): ``cancel-all`` tries again until its
+    ``--wait`` runs out, and then reports this."""
 Handler = Callable[[CancelAll, bool], Awaitable[PanicResult]]
 
 
@@ -49,6 +56,19 @@ def _short(path: Path) -> Iterator[str]:
         yield f"/proc/self/fd/{fd}/{path.name}"
     finally:
         os.close(fd)
+
+
+def listening(state_dir: Path) -> bool:
+    """Whether a daemon answers on ``state_dir``'s control socket (a connect, nothing sent)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with _short(socket_path(state_dir)) as address:
+            probe.connect(address)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 class ControlServer:
@@ -114,7 +134,9 @@ class ControlServer:
             if not isinstance(raw, dict) or raw.get("op") != "cancel-all":
                 raise StateError("control: unknown request")
             request = CancelAll.from_json(raw.get("filters"))
-            preview = raw.get("preview") is True
+            preview = raw.get("preview")
+            if not isinstance(preview, bool):
+                raise StateError("control: preview is not true or false")
         except (ValueError, asyncio.LimitOverrunError, GuardError) as exc:
             why = str(exc) if isinstance(exc, GuardError) else "unreadable request"
             self._log.warning("control.refused", error=why)
@@ -123,6 +145,8 @@ class ControlServer:
                        **request.as_json())
         try:
             result = await self._handler(request, preview)
+        except TryAgain as exc:
+            return {"ok": False, "error": str(exc), "exit": exc.exit_code, "retry": True}
         except GuardError as exc:
             return {"ok": False, "error": str(exc), "exit": exc.exit_code}
         except Exception as exc:
@@ -147,11 +171,10 @@ async def ask_daemon(state_dir: Path, request: CancelAll, *, preview: bool,
     path = socket_path(state_dir)
     try:
         with _short(path) as address:
-            reader, writer = await asyncio.open_unix_connection(address, limit=16 * MAX_LINE)
+            reader, writer = await asyncio.open_unix_connection(address, limit=MAX_REPLY)
     except OSError as exc:
-        raise StateError(f"a running ssi-guard holds {state_dir} but does not answer on "
-                         f"{path} ({exc.strerror or type(exc).__name__}); run cancel-all "
-                         "where that daemon runs, or stop it first") from None
+        raise TryAgain(f"another ssi-guard holds {state_dir} but does not answer on {path} "
+                       f"({exc.strerror or type(exc).__name__})") from None
     try:
         message = {"op": "cancel-all", "preview": preview, "filters": request.as_json()}
         writer.write(json.dumps(message).encode() + b"\n")
@@ -161,6 +184,9 @@ async def ask_daemon(state_dir: Path, request: CancelAll, *, preview: bool,
         except TimeoutError:
             raise StateError(f"the daemon did not answer within {timeout_s:.0f}s; its log "
                              "says what it did") from None
+        except (ValueError, ConnectionError):  # a reply past MAX_REPLY, or a dropped line
+            raise StateError("the daemon's answer could not be read; its log says what it "
+                             "did") from None
     finally:
         writer.close()
         with contextlib.suppress(Exception):
@@ -170,7 +196,10 @@ async def ask_daemon(state_dir: Path, request: CancelAll, *, preview: bool,
         if reply.get("ok") is True:
             return PanicResult.from_json(reply["result"])
         error, code = str(reply["error"]), int(reply["exit"])
+        retry = reply.get("retry") is True
     except (ValueError, KeyError, TypeError, AttributeError):
         raise StateError("the daemon's answer was unreadable; its log says what it did"
                          ) from None
+    if retry:
+        raise TryAgain(error)
     raise DaemonError(error, code)

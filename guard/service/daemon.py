@@ -31,14 +31,13 @@ from guard.errors import (
     GuardError,
     JournalError,
     ReauthRequired,
-    StateError,
 )
 from guard.market.calendar import Board
 from guard.market.holidays import build_calendar
 from guard.record.log import Log
 from guard.schedule.scheduler import RehearsalClock, SchedulerDriver
 from guard.schedule.triggers import ALL_BOARDS, CancelWindowTrigger, JobSpec, plan_jobs
-from guard.service.control import ControlServer
+from guard.service.control import ControlServer, TryAgain
 from guard.service.health import Health, write_status
 from guard.service.notify import Notifier
 from guard.service.panic import CancelAll, PanicResult, press
@@ -104,6 +103,7 @@ class Daemon:
         self._recovery_tick_s = min(recovery_tick_s, recovery_probe_s)
         self._reauth_repeat_s = reauth_repeat_s
         self._sweep_lock = asyncio.Lock()
+        self._serving = False  # start() is over: cancel-all may run
         self._stop = asyncio.Event()
         self._current: asyncio.Task[Any] | None = None
         self._sweeps: set[asyncio.Task[Any]] = set()
@@ -287,6 +287,10 @@ class Daemon:
             named = ", ".join(f"{account} ({why})" for account, why in failures)
             self._problems["accounts"] = f"accounts not read: {named}"
 
+    def serving(self) -> None:
+        """Start-up is over: the operator's cancel-all may run from now on."""
+        self._serving = True
+
     def request_stop(self) -> None:
         if not self._stop.is_set():
             self.log.info("daemon.stopping", running_sweep=self._current is not None)
@@ -387,9 +391,11 @@ class Daemon:
     async def cancel_all(self, request: CancelAll, preview: bool) -> PanicResult:
         """The operator's ``cancel-all``, sent over the control socket: run at once, or as
         soon as the sweep already running ends, in a task the daemon owns (a client that
-        hangs up, or SIGTERM, never cuts it between sending and recording)."""
-        if self.stopping:
-            raise StateError("the daemon is stopping; run cancel-all again once it has stopped")
+        hangs up, or SIGTERM, never cuts it between sending and recording). A daemon still
+        starting or already stopping says ``TryAgain``: the client retries, and once this
+        daemon is gone it takes the state directory itself."""
+        if not self._serving or self.stopping:
+            raise TryAgain("the daemon is " + ("stopping" if self.stopping else "starting"))
         if self.needs_login:
             raise ReauthRequired(f"the daemon cannot act: {self.health.reason}")
         task = asyncio.create_task(self._locked_cancel_all(request, preview),
@@ -400,6 +406,8 @@ class Daemon:
 
     async def _locked_cancel_all(self, request: CancelAll, preview: bool) -> PanicResult:
         async with self._sweep_lock:
+            if self.stopping:  # queued behind a sweep that SIGTERM is draining
+                raise TryAgain("the daemon is stopping")
             self._current = asyncio.current_task()
             try:
                 return await press(self.ctx, request, preview=preview)
@@ -657,9 +665,12 @@ async def _serve(rules_path: str, force_dry_run: bool, metrics_port: int | None 
         daemon.driver = SchedulerDriver(daemon.fire, log, offset=offset)
         daemon.health = daemon.health.with_(market_offset_s=round(offset.total_seconds(), 3))
         async with operations(daemon, metrics_port):
-            await daemon.start()
+            # Bound first, so that a cancel-all during start-up hears "try again" and waits,
+            # rather than finding no socket and giving up.
             control = ControlServer(ctx.state_dir, daemon.cancel_all, log)
             await control.start()
+            await daemon.start()
+            daemon.serving()
             helpers = [
                 asyncio.create_task(daemon.watchdog_loop()),
                 asyncio.create_task(daemon.recovery_loop()),
@@ -669,7 +680,8 @@ async def _serve(rules_path: str, force_dry_run: bool, metrics_port: int | None 
                 daemon.driver.start(daemon.jobs)
                 daemon._set_health()
             await daemon.wait_stopped()
-            await control.stop()  # no new cancel-all; one running is drained below
+            # From here a cancel-all hears "try again" (stopping) until the socket closes after
+            # the drain, and then takes the state directory itself once this process is gone.
             # Fire nothing new, let the running sweep record its outcomes, and only then shut
             # the scheduler down: its asyncio executor cancels the jobs still running.
             daemon.driver.pause()
@@ -678,6 +690,7 @@ async def _serve(rules_path: str, force_dry_run: bool, metrics_port: int | None 
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            await control.stop()
             daemon._set_health(state="stopped", reason="")
             log.info("daemon.stopped")
     return 0

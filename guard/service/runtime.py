@@ -61,8 +61,12 @@ async def open_guard(
     log: Log | None = None,
     lock: bool = True,
     broker_rate_limit: int | None = None,
+    held_lock: StateLock | None = None,
 ) -> AsyncIterator[SweepContext]:
     """Load and check everything first (rules, credentials, state), then connect.
+
+    ``held_lock``: the state lock, already taken by the caller (``cancel-all``, which must
+    not let it go between looking and acting); released on the way out.
 
     A guard that holds the state lock (the daemon, ``run --once``, the demo) also journals the
     events the day's report reads (``EventRecorder``), stamped with ``clock``'s market day;
@@ -71,8 +75,10 @@ async def open_guard(
     rules = load_rules(rules_path)
     creds = load_credentials(env)
     state_dir = resolve_state_dir(env)
-    state_lock = StateLock(state_dir)
-    if lock:
+    state_lock = held_lock or StateLock(state_dir)
+    if held_lock is not None:
+        session_owner = True  # the caller took it (cancel-all, which must not let it go)
+    elif lock:
         state_lock.acquire()
         session_owner = True
     else:

@@ -124,3 +124,66 @@ def test_on_a_terminal_anything_but_yes_cancels_nothing(
     assert code == 1, screen
     assert "not confirmed; nothing was cancelled" in screen
     assert sim.order(o).status == "QU" and sim.accepted_cancels() == []
+
+
+def test_two_presses_at_once_both_act_one_after_the_other(
+        sim: Simulator, tmp_path: Path, env: dict[str, str]) -> None:
+    """Two strategies die together, each unit pressing the button: the second waits for the
+    first to let go of the state directory, then acts; neither press is lost."""
+    a = sim.seed_order(ACCT, "SSI", age=FRESH, client_request_id="sa-1")
+    b = sim.seed_order(ACCT, "VNM", age=FRESH, client_request_id="sb-1")
+    argv = [sys.executable, "-m", "guard", "cancel-all", "--rules", str(tmp_path / "rules.yaml"),
+            "--yes", "--at", AT]
+    procs = [subprocess.Popen([*argv, "--client-request-id", crid], env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for crid in ("sa-*", "sb-*")]
+    results = [p.communicate(timeout=90) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert sim.order(a).status == sim.order(b).status == "CL"
+
+
+def test_it_waits_for_a_guard_that_holds_the_lock_without_a_socket(
+        sim: Simulator, tmp_path: Path, env: dict[str, str]) -> None:
+    """A `run --once` (or a daemon still starting) holds the state directory and serves no
+    socket: cancel-all waits, then acts once it is free."""
+    o = sim.seed_order(ACCT, "SSI", age=FRESH)
+    holder = _hold_lock(tmp_path, env, seconds=1.5)
+    try:
+        done = cancel_all(tmp_path, env, "--yes", "--at", AT)
+    finally:
+        holder.wait(timeout=10)
+    assert done.returncode == 0, done.stderr
+    assert "waiting up to 60s" in done.stderr
+    assert sim.order(o).status == "CL"
+
+
+def test_it_gives_up_after_wait_with_one_line_and_exit_5(
+        sim: Simulator, tmp_path: Path, env: dict[str, str]) -> None:
+    o = sim.seed_order(ACCT, "SSI", age=FRESH)
+    holder = _hold_lock(tmp_path, env, seconds=6)
+    try:
+        done = cancel_all(tmp_path, env, "--yes", "--at", AT, "--wait", "1")
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert done.returncode == 5
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("ssi-guard: cancel-all: another ssi-guard holds")
+    assert "gave up after --wait 1s (nothing was cancelled by this command)" in lines[-1]
+    assert sim.order(o).status == "QU" and sim.accepted_cancels() == []
+
+
+def _hold_lock(tmp_path: Path, env: dict[str, str], seconds: float) -> subprocess.Popen[str]:
+    """A process that holds the state lock for ``seconds`` and serves no control socket."""
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from guard.service.lock import StateLock\n"
+        "state = Path(sys.argv[1]); state.mkdir(mode=0o700, exist_ok=True)\n"
+        "lock = StateLock(state); assert lock.try_acquire()\n"
+        "print('held', flush=True); time.sleep(float(sys.argv[2])); lock.release()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, env["SSI_GUARD_STATE_DIR"],
+                             str(seconds)], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from guard.errors import GuardError, ReauthRequired, StateError
-from guard.service.control import ControlServer, ask_daemon, socket_path
+from guard.service.control import ControlServer, TryAgain, ask_daemon, listening, socket_path
 from guard.service.panic import CancelAll, PanicResult
 
 RESULT = PanicResult(False, "2026-11-23T10:00:00+07:00", 7, "ok",
@@ -103,6 +103,9 @@ def test_a_crash_in_the_daemon_is_exit_70_without_its_text(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("line", [b"not json\n", b"[1]\n", b'{"op": "rm -rf"}\n',
                                   b'{"op": "cancel-all", "filters": {"accounts": "0001234"}}\n',
+                                  b'{"op": "cancel-all", "preview": "true", "filters": {}}\n',
+                                  b'{"op": "cancel-all", "preview": 1, "filters": {}}\n',
+                                  b'{"op": "cancel-all", "filters": {}}\n',
                                   b"x" * 70_000 + b"\n"])
 def test_a_malformed_request_is_refused_and_nothing_runs(tmp_path: Path, line: bytes) -> None:
     ran: list[bool] = []
@@ -147,3 +150,46 @@ def test_a_socket_file_left_by_a_dead_daemon_is_replaced(tmp_path: Path) -> None
             await server.stop()
 
     assert asyncio.run(go()) == RESULT
+
+
+def test_a_daemon_that_cannot_act_yet_says_try_again(tmp_path: Path) -> None:
+    async def handler(request: CancelAll, preview: bool) -> PanicResult:
+        raise TryAgain("the daemon is starting")
+
+    async def go() -> None:
+        server = await serve(tmp_path, handler)
+        try:
+            await ask_daemon(tmp_path, CancelAll(), preview=False, timeout_s=5)
+        finally:
+            await server.stop()
+
+    with pytest.raises(TryAgain, match="starting"):
+        asyncio.run(go())
+
+
+def test_no_socket_is_try_again_and_not_listening(tmp_path: Path) -> None:
+    assert not listening(tmp_path)
+    with pytest.raises(TryAgain):
+        asyncio.run(ask_daemon(tmp_path, CancelAll(), preview=False, timeout_s=1))
+
+
+def test_a_result_of_many_thousand_rows_crosses_intact(tmp_path: Path) -> None:
+    row = ("0001234", "00000001", "SSI", "B", "QU", "100", "cancel", "operator cancel-all",
+           "cancelled")
+    big = PanicResult(False, RESULT.market_time, 1, "ok",
+                      tuple((*row[:1], f"{i:08d}", *row[2:]) for i in range(20_000)), (), (),
+                      False)
+
+    async def handler(request: CancelAll, preview: bool) -> PanicResult:
+        return big
+
+    async def go() -> PanicResult:
+        server = await serve(tmp_path, handler)
+        try:
+            assert listening(tmp_path)
+            return await ask_daemon(tmp_path, CancelAll(), preview=False, timeout_s=10)
+        finally:
+            await server.stop()
+
+    got = asyncio.run(go())
+    assert len(got.rows) == 20_000 and got == big

@@ -241,7 +241,7 @@ def test_a_failed_strategy_unit_pulls_its_orders_through_the_running_guard(box: 
     out = m.run("journalctl", "-u", "ssi-guard-cancel-all@strategy-a", "-o", "cat",
                 "--no-pager").stdout
     assert shown and (shown["Result"], shown["ExecMainStatus"]) == ("success", "0"), out
-    assert "asking it to act" in out and "cancelled" in out, out
+    assert "done by the running daemon" in out and "cancelled" in out, out
     [received] = wait_events(m, "ssi-guard", "control.received")
     assert received["symbols"] == ["VNM"]
     confirmed = wait_events(m, "ssi-guard", "cancel.confirmed", times=6)
