@@ -6,6 +6,12 @@ missing, or when ``wall_now - mtime >= stale_after``, so the instant it turns st
 so staleness is judged on the host's wall clock (``wall``, ``time.time``), never on the market
 clock: a rehearsal with ``--at`` still judges heartbeats in real time.
 
+The wall clock can jump (an NTP step, an operator's ``date``), so the watch also notes, on the
+monotonic clock, when it last saw each file's mtime change, and believes the wall only within
+``JUMP_SLACK_S`` of that: a file the guard saw touched a second ago is not stale because the
+wall jumped forward, and a file whose mtime lies in the future (the wall jumped back) is stale
+once it has not changed for ``stale_after`` by the monotonic clock.
+
 After the guard starts it judges no rule for ``stale_after``: the strategy may be starting
 too. A rule added by a reload gets that grace from the reload. (A rule whose file changes is a
 new rule; one whose ``stale_after`` changes keeps its grace start.)
@@ -37,6 +43,10 @@ __all__ = ["HeartbeatCheck", "HeartbeatWatch", "heartbeat_rules"]
 
 Stat = Callable[[str], os.stat_result]
 
+# How far the wall's verdict may run ahead of what the watch saw itself: the time between a
+# touch and the look that notices it (a look at least every second), plus a margin.
+JUMP_SLACK_S = 1.5
+
 
 def heartbeat_rules(rules: RulesFile | Iterable[Rule]) -> tuple[Rule, ...]:
     """The rules whose trigger is ``heartbeat``."""
@@ -59,9 +69,12 @@ class _Watched:
     rule: str
     file: str
     stale_after_s: float
-    judged_from: float  # wall instant the grace ends: not judged before it
+    judged_from: float  # monotonic instant the grace ends: not judged before it
     stale_since: float | None = None  # set while stale
     reason: str | None = None  # set while stale
+    seen_mtime: float | None = None  # the mtime at the last look
+    seen_at: float = -math.inf  # monotonic instant the mtime was last seen to change
+    warned_mtime: float | None = None  # the mtime a clock warning was last given for
 
 
 @dataclass(frozen=True)
@@ -94,10 +107,13 @@ class HeartbeatWatch:
 
     def __init__(self, rules: RulesFile | Iterable[Rule], *, log: Log | None = None,
                  wall: Callable[[], float] = time.time, stat: Stat = os.stat,
-                 grace: bool = True) -> None:
+                 grace: bool = True,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         """``grace=False`` judges every rule from the first look: for a one-shot run
         (``run --once``, ``check``), which has no start to wait from."""
         self._wall = wall
+        self._mono = monotonic
+        self._last_look: float | None = None  # monotonic instant of the previous check
         self._grace = grace
         self._stat = stat
         self._log: Log = log or structlog.get_logger("guard")
@@ -112,7 +128,7 @@ class HeartbeatWatch:
 
     def update_rules(self, rules: RulesFile | Iterable[Rule]) -> None:
         """Watch ``rules``' heartbeat rules from now on (at start, and after a reload)."""
-        now = self._wall()
+        now, mono = self._wall(), self._mono()
         watched: dict[str, _Watched] = {}
         for rule in heartbeat_rules(rules):
             assert rule.heartbeat is not None
@@ -126,7 +142,7 @@ class HeartbeatWatch:
             else:
                 if old is not None:
                     self._forget(old, now, why="heartbeat file changed by reload")
-                start = now if self._grace else now - stale_after
+                start = mono if self._grace else mono - stale_after
                 watched[rule.name] = _Watched(rule.name, rule.heartbeat.file, stale_after,
                                               judged_from=start + stale_after)
         for name, old in self._watched.items():
@@ -152,22 +168,36 @@ class HeartbeatWatch:
         newly: list[str] = []
         resumed: list[str] = []
         next_change = math.inf
+        mono = self._mono()
         for w in self._watched.values():
             mtime, unreadable = self._mtime(w.file)
-            if now < w.judged_from:  # in its grace: not judged, only when it could turn
-                turns = w.judged_from if mtime is None else mtime + w.stale_after_s
-                next_change = min(next_change, max(w.judged_from, turns))
+            if mtime != w.seen_mtime:
+                # Touched since the last look, so at most that long ago (the wall may have
+                # jumped since); on the first look, as long ago as the wall says.
+                age = 0.0 if mtime is None else max(0.0, now - mtime)
+                if self._last_look is not None:
+                    age = min(age, mono - self._last_look)
+                w.seen_mtime, w.seen_at = mtime, mono - age
+            if mono < w.judged_from:  # in its grace: not judged, only when it could turn
+                grace_end = now + (w.judged_from - mono)
+                turns = grace_end if mtime is None else mtime + w.stale_after_s
+                next_change = min(next_change, max(grace_end, turns))
                 continue
-            if mtime is not None and now < mtime + w.stale_after_s:
+            fresh, wake = self._fresh(w, mtime, now, mono - w.seen_at)
+            if fresh:
                 if w.stale_since is not None:
                     self._log.info("heartbeat.resumed", rule=w.rule,
                                    lost_for_s=round(max(0.0, now - w.stale_since), 3))
                     resumed.append(w.rule)
                     w.stale_since = w.reason = None
-                next_change = min(next_change, mtime + w.stale_after_s)
+                next_change = min(next_change, wake)
                 continue
             limit = format_duration(timedelta(seconds=w.stale_after_s))
-            if mtime is not None:
+            if mtime is not None and mtime > now:
+                since = w.stale_since if w.stale_since is not None else now
+                reason = (f"heartbeat {w.file} unchanged for {limit} (its mtime "
+                          f"{_clock(mtime)} is in the future: the clock moved)")
+            elif mtime is not None:
                 since = mtime + w.stale_after_s
                 reason = (f"heartbeat {w.file} stale since {_clock(since)} "
                           f"(last touched {_clock(mtime)}, stale_after {limit})")
@@ -185,9 +215,41 @@ class HeartbeatWatch:
                 w.stale_since = since
             w.reason = reason
             stale[w.rule] = reason
+        self._last_look = mono
         self.last = HeartbeatCheck(MappingProxyType(stale), tuple(newly), tuple(resumed),
                                    None if next_change == math.inf else next_change, now)
         return self.last
+
+    def _fresh(self, w: _Watched, mtime: float | None, now: float,
+               unchanged_s: float) -> tuple[bool, float]:
+        """Whether ``w`` is fresh, and if so the wall instant to look again by.
+
+        The wall decides (``now < mtime + stale_after``), within ``JUMP_SLACK_S`` of what the
+        monotonic clock saw: a touch seen ``unchanged_s`` ago keeps the rule fresh until
+        ``stale_after - JUMP_SLACK_S`` has passed since, whatever the wall says (it jumped
+        forward); an mtime in the future keeps it fresh only until the file has been
+        unchanged for ``stale_after`` (the wall jumped back)."""
+        if mtime is None:
+            return False, math.inf
+        limit = w.stale_after_s
+        if now < mtime + limit:
+            if mtime > now + JUMP_SLACK_S:
+                self._clock_warning(w, mtime, now, "mtime in the future")
+                if unchanged_s >= limit:
+                    return False, math.inf
+                return True, now + (limit - unchanged_s)
+            return True, mtime + limit
+        if unchanged_s < limit - JUMP_SLACK_S:
+            self._clock_warning(w, mtime, now, "the wall clock jumped forward")
+            return True, now + (limit - JUMP_SLACK_S - unchanged_s)
+        return False, math.inf
+
+    def _clock_warning(self, w: _Watched, mtime: float, now: float, why: str) -> None:
+        if w.warned_mtime != mtime:
+            w.warned_mtime = mtime
+            self._log.warning("heartbeat.clock_mismatch", rule=w.rule, file=w.file, why=why,
+                              mtime=_iso(mtime), wall_now=_iso(now),
+                              judged_by="the monotonic clock, until they agree")
 
     def _mtime(self, path: str) -> tuple[float | None, str | None]:
         """The file's mtime, or None and why not (None: missing). A file the guard cannot

@@ -41,7 +41,7 @@ def touch(path: Path, at: float) -> float:
 def test_fresh_one_microsecond_before_and_stale_at_the_instant(tmp_path: Path) -> None:
     hb = tmp_path / "hb"
     wall, log = Wall(T0), Recorder()
-    watch = HeartbeatWatch(rules(("alive", hb, "10s")), log=log, wall=wall)
+    watch = HeartbeatWatch(rules(("alive", hb, "10s")), log=log, wall=wall, monotonic=wall)
     mtime = touch(hb, T0 + 20)
     wall.now = mtime + 10 - 1e-6
     check = watch.check()
@@ -68,7 +68,7 @@ def test_reason_names_the_instants_in_exchange_time(tmp_path: Path) -> None:
     # 2026-11-23 09:59:53 +07:00 = 02:59:53Z
     touched = 1_795_402_793.0
     wall = Wall(touched - 100)
-    watch = HeartbeatWatch(rules(("alive", hb, "10s")), log=Recorder(), wall=wall)
+    watch = HeartbeatWatch(rules(("alive", hb, "10s")), log=Recorder(), wall=wall, monotonic=wall)
     touch(hb, touched)
     wall.now = touched + 10.5
     assert watch.check().stale["alive"] == (
@@ -80,7 +80,7 @@ def test_grace_after_start_then_judged(tmp_path: Path) -> None:
     hb = tmp_path / "hb"
     touch(hb, T0 - 3600)
     wall, log = Wall(T0), Recorder()
-    watch = HeartbeatWatch(rules(("alive", hb, "10s")), log=log, wall=wall)
+    watch = HeartbeatWatch(rules(("alive", hb, "10s")), log=log, wall=wall, monotonic=wall)
     wall.now = T0 + 10 - 1e-6
     check = watch.check()
     assert check.stale == {} and check.next_change == T0 + 10
@@ -93,7 +93,7 @@ def test_grace_after_start_then_judged(tmp_path: Path) -> None:
 def test_missing_file_is_stale_after_the_grace(tmp_path: Path) -> None:
     hb = tmp_path / "never-written"
     wall, log = Wall(T0), Recorder()
-    watch = HeartbeatWatch(rules(("alive", hb, "5s")), log=log, wall=wall)
+    watch = HeartbeatWatch(rules(("alive", hb, "5s")), log=log, wall=wall, monotonic=wall)
     assert watch.check().stale == {}
     wall.now = T0 + 5
     check = watch.check()
@@ -106,7 +106,7 @@ def test_a_file_under_a_non_directory_is_missing(tmp_path: Path) -> None:
     (tmp_path / "plain").write_text("x")
     hb = tmp_path / "plain" / "hb"
     wall = Wall(T0)
-    watch = HeartbeatWatch(rules(("alive", hb, "1s")), log=Recorder(), wall=wall)
+    watch = HeartbeatWatch(rules(("alive", hb, "1s")), log=Recorder(), wall=wall, monotonic=wall)
     wall.now = T0 + 1
     assert "missing" in watch.check().stale["alive"]
 
@@ -114,7 +114,7 @@ def test_a_file_under_a_non_directory_is_missing(tmp_path: Path) -> None:
 def test_touch_again_resumes_and_logs_how_long_it_was_lost(tmp_path: Path) -> None:
     hb = tmp_path / "hb"
     wall, log = Wall(T0), Recorder()
-    watch = HeartbeatWatch(rules(("alive", hb, "10s")), log=log, wall=wall)
+    watch = HeartbeatWatch(rules(("alive", hb, "10s")), log=log, wall=wall, monotonic=wall)
     mtime = touch(hb, T0 + 1)
     wall.now = mtime + 10
     watch.check()
@@ -133,7 +133,8 @@ def test_touch_again_resumes_and_logs_how_long_it_was_lost(tmp_path: Path) -> No
 def test_rules_are_independent_and_signals_look_afresh(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     wall = Wall(T0)
-    watch = HeartbeatWatch(rules(("a", a, "10s"), ("b", b, "30s")), log=Recorder(), wall=wall)
+    watch = HeartbeatWatch(rules(("a", a, "10s"), ("b", b, "30s")), log=Recorder(), wall=wall,
+                           monotonic=wall)
     touch(a, T0 + 5)
     touch(b, T0 + 5)
     wall.now = T0 + 15
@@ -146,7 +147,7 @@ def test_rules_are_independent_and_signals_look_afresh(tmp_path: Path) -> None:
 def test_reload_adds_a_rule_with_its_own_grace_and_keeps_the_others(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     wall, log = Wall(T0), Recorder()
-    watch = HeartbeatWatch(rules(("a", a, "10s")), log=log, wall=wall)
+    watch = HeartbeatWatch(rules(("a", a, "10s")), log=log, wall=wall, monotonic=wall)
     wall.now = T0 + 100
     assert list(watch.check().stale) == ["a"]  # missing, grace over
     watch.update_rules(rules(("a", a, "10s"), ("b", b, "20s")))
@@ -161,7 +162,7 @@ def test_reload_adds_a_rule_with_its_own_grace_and_keeps_the_others(tmp_path: Pa
 def test_reload_removing_a_stale_rule_ends_its_loss(tmp_path: Path) -> None:
     a = tmp_path / "a"
     wall, log = Wall(T0), Recorder()
-    watch = HeartbeatWatch(rules(("a", a, "10s")), log=log, wall=wall)
+    watch = HeartbeatWatch(rules(("a", a, "10s")), log=log, wall=wall, monotonic=wall)
     wall.now = T0 + 10
     watch.check()
     wall.now = T0 + 15
@@ -174,7 +175,7 @@ def test_reload_removing_a_stale_rule_ends_its_loss(tmp_path: Path) -> None:
 def test_reload_changing_stale_after_keeps_the_grace_start(tmp_path: Path) -> None:
     a = tmp_path / "a"
     wall = Wall(T0)
-    watch = HeartbeatWatch(rules(("a", a, "10s")), log=Recorder(), wall=wall)
+    watch = HeartbeatWatch(rules(("a", a, "10s")), log=Recorder(), wall=wall, monotonic=wall)
     wall.now = T0 + 5
     watch.update_rules(rules(("a", a, "20s")))
     assert watch.check().next_change == T0 + 20
@@ -202,3 +203,69 @@ def test_without_grace_a_rule_is_judged_at_the_first_look(tmp_path: Path) -> Non
     touch(hb, T0 - 5)
     check = watch.check()
     assert check.stale == {} and check.next_change == T0 + 5 and mtime < T0
+
+
+class Mono:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_forward_jump_of_the_wall_clock_does_not_kill_a_live_strategy(tmp_path: Path) -> None:
+    """The strategy touched the file a second ago; the wall then jumps 30 s ahead (an NTP
+    step): by the wall the file is 31 s old, by what the watch saw it is 1 s old. Fresh,
+    until the monotonic clock agrees that stale_after has passed."""
+    hb = tmp_path / "hb"
+    wall, mono, log = Wall(T0), Mono(), Recorder()
+    watch = HeartbeatWatch(rules(("alive", hb, "10s")), log=log, wall=wall, monotonic=mono,
+                           grace=False)
+    touch(hb, T0)
+    assert watch.check().stale == {}
+    wall.now, mono.now = T0 + 31, mono.now + 1  # the wall stepped 30 s
+    check = watch.check()
+    assert check.stale == {}
+    [warning] = log.named("heartbeat.clock_mismatch")
+    assert warning["why"] == "the wall clock jumped forward"
+    assert check.next_change == wall.now + 10 - 1.5 - 1
+    wall.now, mono.now = wall.now + 7.4, mono.now + 7.4  # 8.4 s unchanged: still fresh
+    assert watch.check().stale == {}
+    wall.now, mono.now = wall.now + 0.1, mono.now + 0.1  # 8.5 s = stale_after - slack
+    assert list(watch.check().stale) == ["alive"]
+
+
+def test_a_backward_jump_leaves_the_switch_armed(tmp_path: Path) -> None:
+    """The wall steps an hour back: the file's mtime is now in the future, and by the wall
+    it would stay fresh for an hour. It is stale once unchanged for stale_after."""
+    hb = tmp_path / "hb"
+    wall, mono, log = Wall(T0), Mono(), Recorder()
+    watch = HeartbeatWatch(rules(("alive", hb, "10s")), log=log, wall=wall, monotonic=mono,
+                           grace=False)
+    touch(hb, T0)
+    assert watch.check().stale == {}
+    wall.now, mono.now = T0 - 3600 + 1, mono.now + 1
+    assert watch.check().stale == {}
+    assert log.named("heartbeat.clock_mismatch")[0]["why"] == "mtime in the future"
+    wall.now, mono.now = wall.now + 8.9, mono.now + 8.9  # 9.9 s unchanged
+    assert watch.check().stale == {}
+    wall.now, mono.now = wall.now + 0.1, mono.now + 0.1  # 10 s unchanged
+    check = watch.check()
+    assert list(check.stale) == ["alive"]
+    assert "is in the future: the clock moved" in check.stale["alive"]
+    assert log.named("heartbeat.lost")
+
+
+def test_a_touch_seen_late_still_turns_stale_on_time(tmp_path: Path) -> None:
+    """The look after a touch comes up to a second later: the wall's instant still decides
+    (the slack covers the gap), so the first DELETE is not delayed by the cross-check."""
+    hb = tmp_path / "hb"
+    wall, mono = Wall(T0), Mono()
+    watch = HeartbeatWatch(rules(("alive", hb, "10s")), log=Recorder(), wall=wall,
+                           monotonic=mono, grace=False)
+    assert watch.check().stale != {}  # missing at first
+    mtime = touch(hb, T0 + 0.1)
+    wall.now, mono.now = T0 + 1.1, mono.now + 1.1  # seen 1 s after the touch
+    assert watch.check().stale == {}
+    wall.now, mono.now = mtime + 10, mono.now + (mtime + 10 - (T0 + 1.1))
+    assert list(watch.check().stale) == ["alive"]
