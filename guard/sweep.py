@@ -32,7 +32,7 @@ from guard.model import CancelTarget, Outcome, SendResult
 from guard.record.journal import Journal
 from guard.record.log import Log
 from guard.snapshot.boards import BoardResolver
-from guard.snapshot.fetch import Snapshot, read_cash, take_snapshot
+from guard.snapshot.fetch import STRAGGLER_S, Snapshot, read_cash, take_snapshot
 
 __all__ = ["SweepContext", "SweepReport", "run_sweep"]
 
@@ -69,6 +69,10 @@ class SweepContext:
     owns_state: bool = True
     signals: Callable[[], Mapping[str, str]] = field(default=lambda: {})
     honour_pause: bool = True  # False only for the operator's own cancel-all
+    # How long one slow account may hold the others' decision (None: no cut-off), and the
+    # accounts the last sweep cut off, which this one waits for in full.
+    straggler_s: float | None = STRAGGLER_S
+    slow_accounts: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.boards is None:
@@ -211,7 +215,9 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
         # cancel on the wire: it is not read again, and nothing of it is decided now.
         skip = {a for a, _ in unread_at_reconcile}
         snapshot = await take_snapshot(ctx.broker, [a for a in rules.accounts if a not in skip],
-                                       day, ctx.clock, log, queued=_queued(ctx.broker))
+                                       day, ctx.clock, log, queued=_queued(ctx.broker),
+                                       straggler_s=ctx.straggler_s, patient=ctx.slow_accounts)
+        ctx.slow_accounts = set(snapshot.slow)  # waited for in full next time
         if unread_at_reconcile:
             snapshot = Snapshot(snapshot.books, snapshot.failures + unread_at_reconcile)
         assert ctx.boards is not None

@@ -192,6 +192,7 @@ async def press(ctx: SweepContext, request: CancelAll, *, preview: bool = False)
         rules=operator_rules(ctx.rules, request),
         force_dry_run=preview,
         honour_pause=False,
+        straggler_s=None,  # no breaker to wait for: every account is read in full
         signals=lambda: {OPERATOR_RULE: _REASON},
     )
     trigger = "cancel-all-preview" if preview else "cancel-all"

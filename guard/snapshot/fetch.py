@@ -7,7 +7,7 @@ decision is ever made from a reply that failed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -28,6 +28,7 @@ class Snapshot:
 
     books: tuple[AccountSnapshot, ...]
     failures: tuple[tuple[str, str], ...]
+    slow: frozenset[str] = frozenset()  # left out by the straggler cut-off
 
 
 STRAGGLER_S = 2.0  # an account's read may hold the others' decision up this long, no longer
@@ -35,8 +36,9 @@ STRAGGLER_S = 2.0  # an account's read may hold the others' decision up this lon
 
 async def take_snapshot(broker: BookReader, accounts: Sequence[str], day: date,
                         clock: Callable[[], datetime], log: Log, *,
-                        straggler_s: float = STRAGGLER_S,
-                        queued: Callable[[], int] = lambda: 0) -> Snapshot:
+                        straggler_s: float | None = STRAGGLER_S,
+                        queued: Callable[[], int] = lambda: 0,
+                        patient: Collection[str] = ()) -> Snapshot:
     """Every account's book, read concurrently at the budget's ``DECIDE`` priority (ranked
     by the order of ``accounts``).
 
@@ -46,15 +48,18 @@ async def take_snapshot(broker: BookReader, accounts: Sequence[str], day: date,
     account finishing, and no request of theirs still queued for the budget, which is
     the budget's delay, not theirs); an account still unread then is left out of this sweep,
     reported unread with the reason (its reads are abandoned: reads only, nothing to
-    undo), and read again by the next sweep. A failing account fails at once, as before.
+    undo), and read again, in full, by the next sweep (pass it in ``patient``). A failing
+    account fails at once, as before. ``straggler_s=None``: no cut-off (the operator's own
+    cancel-all, which has no breaker to wait for).
     """
     got = await read_books(broker, dict.fromkeys(accounts, day), log, level="error",
-                           priority=Priority.DECIDE, straggler_s=straggler_s, queued=queued)
+                           priority=Priority.DECIDE, straggler_s=straggler_s, queued=queued,
+                           patient=patient)
     read, failed = got.read, got.failed
     taken = clock()
     books = tuple(AccountSnapshot(a, read[a], taken) for a in accounts if a in read)
     failures = tuple((a, failed[a]) for a in accounts if a in failed)
-    return Snapshot(books, failures)
+    return Snapshot(books, failures, got.slow)
 
 
 async def read_cash(broker: CashReader, accounts: Sequence[str],

@@ -13,7 +13,7 @@ may hold the others back (``straggler_s``): see ``read_books``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -32,6 +32,7 @@ class Books:
 
     read: Mapping[str, tuple[BookOrder, ...]]
     failed: Mapping[str, str]
+    slow: frozenset[str] = frozenset()  # left out by the straggler cut-off
 
     def by_id(self, account: str) -> dict[str, BookOrder] | None:
         """The account's orders by id; None if its book was not read."""
@@ -42,7 +43,8 @@ class Books:
 async def read_books(reader: BookReader, wanted: Mapping[str, date], log: Log, *,
                      event: str = "book.read_failed", level: str = "warning",
                      priority: Priority | None = None, straggler_s: float | None = None,
-                     queued: Callable[[], int] = lambda: 0) -> Books:
+                     queued: Callable[[], int] = lambda: 0,
+                     patient: Collection[str] = ()) -> Books:
     """Read every account of ``wanted`` (account -> exchange date) concurrently.
 
     ``priority``: the budget's priority for these reads, accounts ranked in ``wanted``'s order.
@@ -50,7 +52,8 @@ async def read_books(reader: BookReader, wanted: Mapping[str, date], log: Log, *
     account finishing, and none of their requests still ``queued`` for the budget, which is
     the budget's delay, not theirs); an account still unread then is left out, failed with the
     reason and logged as ``book.read_slow`` (its reads are abandoned: reads only, nothing to
-    undo).
+    undo). While an account of ``patient`` (cut off last time) is still unread there is no
+    cut-off: a steadily slow account is read in full every other sweep, never starved.
     """
     rank = {a: i for i, a in enumerate(wanted)}
 
@@ -77,6 +80,8 @@ async def read_books(reader: BookReader, wanted: Mapping[str, date], log: Log, *
                 continue
             if queued() > 0:
                 continue  # the budget is still pacing requests: not the account's slowness
+            if any(tasks[t] in patient for t in pending):
+                continue  # cut off last time: this time it is waited for
             break
     finally:
         for task in pending:
@@ -85,6 +90,7 @@ async def read_books(reader: BookReader, wanted: Mapping[str, date], log: Log, *
             await asyncio.gather(*pending, return_exceptions=True)
     read: dict[str, tuple[BookOrder, ...]] = {}
     failed: dict[str, str] = {}
+    slow: set[str] = set()
     for task, account in tasks.items():
         result = task.result() if task.done() and not task.cancelled() else None
         if isinstance(result, tuple):
@@ -97,4 +103,5 @@ async def read_books(reader: BookReader, wanted: Mapping[str, date], log: Log, *
                    "sweep reads it again)")
             log.error("book.read_slow", account=account, error=why)
             failed[account] = why
-    return Books(read, failed)
+            slow.add(account)
+    return Books(read, failed, frozenset(slow))
