@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from guard.act.plan import CancelPlan, plan_cancels
 from guard.act.send import SendAborted, send_plan
-from guard.broker.budget import Budget, Priority, spending
+from guard.broker.budget import Budget, Priority, answer_within, spending
 from guard.broker.ports import BrokerPort
 from guard.clock import EXCHANGE_TZ, Clock, system_clock
 from guard.config.schema import RulesFile
@@ -35,6 +35,10 @@ from guard.snapshot.boards import BoardResolver
 from guard.snapshot.fetch import STRAGGLER_S, Snapshot, read_cash, take_snapshot
 
 __all__ = ["SweepContext", "SweepReport", "run_sweep"]
+
+# How long the "before" cash read's requests may take (after the budget lets each go): it is
+# only a measurement, and an account's cancels wait for it.
+CASH_BEFORE_S = 1.0
 
 # An order whose cancel was accepted and never applied this many times today is not sent
 # again that day (see README, "Resends").
@@ -315,7 +319,10 @@ async def _account_run(ctx: SweepContext, log: Log, sweep_id: int, account: str,
     rules = ctx.rules
     targets = tuple(t for b in batches for t in b)
     with spending(Priority.CANCEL, rank):
-        before = await read_cash(ctx.broker, [account], log)
+        # Only a measurement: each of its requests gets CASH_BEFORE_S once the budget lets
+        # it go, or the cancels go without it (the release is then not measured).
+        with answer_within(CASH_BEFORE_S):
+            before = await read_cash(ctx.broker, [account], log)
         t_send = time.monotonic()
         run = _AccountRun([])
         try:

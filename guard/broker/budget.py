@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from enum import IntEnum
 
-__all__ = ["Budget", "Priority", "current", "spending"]
+__all__ = ["Budget", "Priority", "answer_limit", "answer_within", "current", "spending"]
 
 
 class Priority(IntEnum):
@@ -43,6 +43,26 @@ class Priority(IntEnum):
 
 _SPEND: ContextVar[tuple[Priority, int]] = ContextVar("guard_budget_priority",
                                                       default=(Priority.BACKGROUND, 0))
+
+
+_ANSWER: ContextVar[float | None] = ContextVar("guard_answer_within", default=None)
+
+
+@contextmanager
+def answer_within(seconds: float) -> Iterator[None]:
+    """Every read awaited inside the block must be answered within ``seconds`` of leaving the
+    budget's queue (the wait for the budget itself is not counted), or it fails as
+    unavailable: for a read that is only a measurement and must never hold a cancel back."""
+    token = _ANSWER.set(seconds)
+    try:
+        yield
+    finally:
+        _ANSWER.reset(token)
+
+
+def answer_limit() -> float | None:
+    """The limit ``answer_within`` set for the calling task, if any."""
+    return _ANSWER.get()
 
 
 def current() -> tuple[Priority, int]:

@@ -56,7 +56,7 @@ from ssi_sdk.utils import (
 )
 
 from guard.broker import replies
-from guard.broker.budget import Budget
+from guard.broker.budget import Budget, answer_limit
 from guard.broker.tokens import TokenCache
 from guard.clock import EXCHANGE_TZ
 from guard.errors import (
@@ -384,8 +384,14 @@ class Broker:
         for attempt in (1, 2):
             await self.budget.take()
             seen = self._auth.rest_client.rate_limit if self._auth is not None else None
+            limit = None if write else answer_limit()
             try:
-                return await make()
+                if limit is None:
+                    return await make()
+                try:
+                    return await asyncio.wait_for(make(), limit)
+                except TimeoutError:
+                    raise call_error("unavailable", f"no answer within {limit:g}s") from None
             except RateLimitError as exc:
                 self.budget.pause((exc.retry_after_ms or 1000) / 1000)
                 raise self._translate(exc, write=write) from None
