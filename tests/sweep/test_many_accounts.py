@@ -68,11 +68,13 @@ def test_a_slow_cash_read_does_not_hold_back_another_accounts_cancels(
     sim: Simulator, tmp_path: Path
 ) -> None:
     mine, other = seed(sim)
-    sim.inject(Fault("latency", "GET", BALANCE, seconds=2.0, times=1, account=OTHER))
+    # 0.8 s: slow, but inside the 1 s a "before" read may take (tests/sweep/
+    # test_cash_never_holds_cancels.py has one that is not).
+    sim.inject(Fault("latency", "GET", BALANCE, seconds=0.8, times=1, account=OTHER))
     report = Guard(sim, tmp_path / "state", rules_text()).sweep()
 
     assert report.result == "ok"
-    assert first(sim, "DELETE", BATCH, ACCT) < answered_at(sim, "GET", BALANCE, OTHER) - 1.0
+    assert first(sim, "DELETE", BATCH, ACCT) < answered_at(sim, "GET", BALANCE, OTHER) - 0.5
     assert sorted(sim.accepted_cancels()) == sorted(mine + other)
     assert {c.account for c in report.cash} == {ACCT, OTHER}  # both releases still measured
 
