@@ -123,6 +123,7 @@ class Daemon:
         self._heartbeat_wake = asyncio.Event()
         self._heartbeat_sweeps: set[asyncio.Task[SweepReport | None]] = set()
         self._heartbeat_swept = -math.inf  # monotonic, the last heartbeat sweep fired
+        self._heartbeat_every = heartbeat_resweep_s  # the re-sweep interval now (backs off)
         self._heartbeat_banned = False  # every board of the stale rules was banned last look
         self._heartbeat_reopened = False  # ...and has opened since: a sweep is due at once
 
@@ -558,7 +559,8 @@ class Daemon:
         - A rule that goes stale fires a critical sweep at once (``heartbeat:<rule>``), so the
           first cancel leaves within a sweep's time of ``mtime + stale_after``.
         - While a rule stays stale it sweeps again every ``heartbeat_resweep_s`` (orders
-          placed meanwhile are cancelled too), unless a sweep is running, and only while some
+          placed meanwhile are cancelled too), backing off to ``poll_every`` while the
+          re-sweeps find nothing to cancel, unless a sweep is running, and only while some
           board of the stale rules accepts cancels: in a banned window the first sweep logged
           the holds, and one sweep at the instant the window ends (read off the calendar)
           cancels them.
@@ -593,12 +595,14 @@ class Daemon:
         stale = tuple(check.stale)
         if not stale:
             self._heartbeat_banned = self._heartbeat_reopened = False
+            self._heartbeat_every = self._heartbeat_resweep_s
             return
         allowed = self._cancels_allowed(stale)
         if self._heartbeat_banned and allowed:
             self._heartbeat_reopened = True  # a banned window just ended: its sweep is due
         self._heartbeat_banned = not allowed
         if check.newly_stale:
+            self._heartbeat_every = self._heartbeat_resweep_s
             # Critical: it waits for a running sweep (which may have read the books before
             # the heartbeat went stale) rather than being skipped. In a banned window it
             # sends nothing and logs the holds.
@@ -607,7 +611,7 @@ class Daemon:
         if not allowed:
             return
         busy = self._sweep_lock.locked() or any(not t.done() for t in self._heartbeat_sweeps)
-        due = self._monotonic() - self._heartbeat_swept >= self._heartbeat_resweep_s
+        due = self._monotonic() - self._heartbeat_swept >= self._heartbeat_every
         if not busy and (due or self._heartbeat_reopened):
             self._heartbeat_fire(",".join(stale), critical=False)
 
@@ -622,6 +626,19 @@ class Daemon:
         task = asyncio.create_task(self.fire(job), name=f"heartbeat:{rules}")
         self._heartbeat_sweeps.add(task)
         task.add_done_callback(self._heartbeat_sweeps.discard)
+        task.add_done_callback(self._heartbeat_swept_with)
+
+    def _heartbeat_swept_with(self, task: asyncio.Task[SweepReport | None]) -> None:
+        """Re-sweep every ``heartbeat_resweep_s`` while sweeps find orders to cancel; after
+        one that found none, twice as long each time, up to ``poll_every``: a heartbeat that
+        stays stale all day (a retired strategy, a mistyped path) costs what polls cost, not
+        a sweep every 2 s of requests and journal."""
+        report = None if task.cancelled() or task.exception() else task.result()
+        if report is not None and report.plan.targets:
+            self._heartbeat_every = self._heartbeat_resweep_s
+        else:
+            ceiling = max(self._heartbeat_resweep_s, self.ctx.rules.poll_every.total_seconds())
+            self._heartbeat_every = min(2 * self._heartbeat_every, ceiling)
 
     def _heartbeat_delay(self, check: HeartbeatCheck) -> float:
         """Seconds until the next look: at most a tick, and exactly the next instant a rule

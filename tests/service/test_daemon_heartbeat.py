@@ -235,6 +235,32 @@ def test_the_breaker_stops_a_stale_heartbeat_that_selects_too_much(
     asyncio.run(scenario())
 
 
+def test_re_sweeps_back_off_while_they_find_nothing_and_catch_a_new_order(
+        sim: Simulator, tmp_path: Path) -> None:
+    """A heartbeat stale all day with nothing to cancel must not sweep every 2 s: the
+    interval doubles while re-sweeps find nothing (up to poll_every), and an order placed
+    meanwhile is still cancelled, after which the interval is short again."""
+    hb = tmp_path / "never"
+
+    def heartbeat_sweeps(log: Any) -> list[dict[str, Any]]:
+        return [e for e in log.named("sweep.started")
+                if str(e.get("trigger", "")).startswith("heartbeat:")]
+
+    async def scenario() -> None:
+        async with guard(sim, tmp_path, rules_text(hb, stale_after="1s"), sim.clock,
+                         heartbeat_resweep_s=0.2, heartbeat_tick_s=0.05) as (daemon, log):
+            await until(lambda: bool(heartbeat_sweeps(log)), 5)
+            await asyncio.sleep(3.0)
+            # 0.2, 0.4, 0.8, 1.6 s apart: about 5 sweeps in 3 s, not 15
+            assert 3 <= len(heartbeat_sweeps(log)) <= 6, len(heartbeat_sweeps(log))
+            assert daemon._heartbeat_every >= 1.6
+            order = sim.seed_order(ACCT, "SSI", age=RECENT, client_request_id="sa-1")
+            await until(lambda: sim.order(order).status == "CL", 10)
+            await until(lambda: daemon._heartbeat_every == 0.2, 5)
+
+    asyncio.run(scenario())
+
+
 class RunningClock:
     """Market time that starts at ``start`` when made and runs in real time (the simulator
     and the daemon share it)."""
