@@ -23,9 +23,11 @@ from guard.errors import ConfigError, GuardError, ReauthRequired, StateError
 from guard.record.redact import Redactor
 
 if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
     from guard.service.lock import StateLock
     from guard.service.panic import CancelAll, PanicResult
-    from guard.sweep import SweepReport
+    from guard.sweep import SweepContext, SweepReport
 
 __all__ = ["main"]
 
@@ -165,6 +167,19 @@ def _setup_logging(args: argparse.Namespace) -> None:
                       fmt=getattr(args, "log_format", "auto"))
 
 
+def _one_shot_alerts(ctx: SweepContext) -> AbstractAsyncContextManager[object]:
+    """The daemon's alert path for a command that sweeps once (``run --once``, ``check``,
+    ``cancel-all``): rules.yaml's webhook, format and language, and ``ONCE_FLUSH_S`` for what
+    is still on its way out when the command ends."""
+    from guard.service.ops import alerting
+
+    alerts = ctx.rules.alerts
+    return alerting(alerts.webhook if alerts else None,
+                    alerts.format if alerts else "generic",
+                    language=alerts.language if alerts else "en",
+                    has_holiday_data=ctx.calendar.has_holiday_data, flush_s=ONCE_FLUSH_S)
+
+
 async def _sweep_once(args: argparse.Namespace, trigger: str, *, dry: bool,
                       lock: bool) -> SweepReport:
     """One sweep (``run --once``, ``check``) inside the daemon's alert path.
@@ -176,43 +191,36 @@ async def _sweep_once(args: argparse.Namespace, trigger: str, *, dry: bool,
     """
     import structlog
 
-    from guard.service.ops import alerting
     from guard.service.runtime import check_holiday_data, open_guard
     from guard.sweep import run_sweep
 
     log = structlog.get_logger("guard")
     async with open_guard(args.rules, force_dry_run=dry, clock=_market_clock(args.at),
-                          lock=lock, log=log) as ctx:
-        alerts = ctx.rules.alerts
-        async with alerting(alerts.webhook if alerts else None,
-                            alerts.format if alerts else "generic",
-                            language=alerts.language if alerts else "en",
-                            has_holiday_data=ctx.calendar.has_holiday_data,
-                            flush_s=ONCE_FLUSH_S):
-            year = check_holiday_data(ctx.calendar, ctx.clock(), log)
-            if year is not None:
-                _say(f"ssi-guard: no exchange holiday list for {year}: every weekday counts "
-                     "as a trading day; add the year's holidays to rules.yaml `holidays:`")
-            try:
-                report = await run_sweep(ctx, trigger)
-            except ReauthRequired as exc:
-                log.error("auth.reauth_required", reason=str(exc),
-                          action="run `ssi-guard login` on the host")
-                raise
-            except GuardError as exc:
-                log.error("sweep.failed", job=trigger, error=str(exc))
-                raise
-            except Exception as exc:
-                log.error("sweep.crashed", job=trigger, error=type(exc).__name__,
-                          exc_info=exc)
-                raise
-            if ctx.broker.token_unsaved:
-                # The session was refreshed (its refresh token rotated) but not cached: the
-                # next run would present the old one, and the broker would revoke the session.
-                raise StateError(f"the refreshed SSI session could not be saved "
-                                 f"({ctx.broker.token_unsaved}); free the state directory "
-                                 "before the next run, or it will need ssi-guard login")
-            return report
+                          lock=lock, log=log) as ctx, _one_shot_alerts(ctx):
+        year = check_holiday_data(ctx.calendar, ctx.clock(), log)
+        if year is not None:
+            _say(f"ssi-guard: no exchange holiday list for {year}: every weekday counts "
+                 "as a trading day; add the year's holidays to rules.yaml `holidays:`")
+        try:
+            report = await run_sweep(ctx, trigger)
+        except ReauthRequired as exc:
+            log.error("auth.reauth_required", reason=str(exc),
+                      action="run `ssi-guard login` on the host")
+            raise
+        except GuardError as exc:
+            log.error("sweep.failed", job=trigger, error=str(exc))
+            raise
+        except Exception as exc:
+            log.error("sweep.crashed", job=trigger, error=type(exc).__name__,
+                      exc_info=exc)
+            raise
+        if ctx.broker.token_unsaved:
+            # The session was refreshed (its refresh token rotated) but not cached: the
+            # next run would present the old one, and the broker would revoke the session.
+            raise StateError(f"the refreshed SSI session could not be saved "
+                             f"({ctx.broker.token_unsaved}); free the state directory "
+                             "before the next run, or it will need ssi-guard login")
+        return report
 
 
 def cmd_run_once(args: argparse.Namespace) -> int:
@@ -345,28 +353,21 @@ async def _cancel_all_here(args: argparse.Namespace, request: CancelAll,
                            lock: StateLock) -> int:
     import structlog
 
-    from guard.service.ops import alerting
     from guard.service.panic import press
     from guard.service.runtime import open_guard
 
     log = structlog.get_logger("guard")
     async with open_guard(args.rules, clock=_market_clock(args.at), log=log,
-                          held_lock=lock) as ctx:
-        alerts = ctx.rules.alerts
-        async with alerting(alerts.webhook if alerts else None,
-                            alerts.format if alerts else "generic",
-                            language=alerts.language if alerts else "en",
-                            has_holiday_data=ctx.calendar.has_holiday_data,
-                            flush_s=ONCE_FLUSH_S):
-            if not args.yes:
-                preview = await press(ctx, request, preview=True)
-                _print_panic(preview)
-                if not any(r[6] == "would cancel" for r in preview.rows):
-                    return 0 if preview.complete else 6
-                if not _confirm(preview):
-                    _say("cancel-all: not confirmed; nothing was cancelled")
-                    return 1
-            return _finish(await press(ctx, request))
+                          held_lock=lock) as ctx, _one_shot_alerts(ctx):
+        if not args.yes:
+            preview = await press(ctx, request, preview=True)
+            _print_panic(preview)
+            if not any(r[6] == "would cancel" for r in preview.rows):
+                return 0 if preview.complete else 6
+            if not _confirm(preview):
+                _say("cancel-all: not confirmed; nothing was cancelled")
+                return 1
+        return _finish(await press(ctx, request))
 
 
 async def _cancel_all_in_daemon(state_dir: Path, confirm_s: float, request: CancelAll,

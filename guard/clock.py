@@ -12,11 +12,24 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-__all__ = ["EXCHANGE_TZ", "AcceleratedClock", "Clock", "FakeClock", "system_clock"]
+__all__ = ["EXCHANGE_TZ", "AcceleratedClock", "Clock", "FakeClock", "exchange_time",
+           "system_clock"]
 
 EXCHANGE_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 Clock = Callable[[], datetime]
+
+
+def exchange_time(iso: object, fmt: str) -> str:
+    """An ISO instant from a log event or the journal, written in exchange time with ``fmt``
+    for a person; anything that is not one, as it is (it is shown, never trusted)."""
+    try:
+        at = datetime.fromisoformat(str(iso))
+    except ValueError:
+        return str(iso)
+    if at.tzinfo is not None:
+        at = at.astimezone(EXCHANGE_TZ)
+    return at.strftime(fmt)
 
 
 def system_clock() -> datetime:

@@ -20,7 +20,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from guard.clock import EXCHANGE_TZ
+from guard.clock import exchange_time
 from guard.record.journal import CancelRow, EventRow
 from guard.report import i18n
 from guard.report.i18n import Language
@@ -161,13 +161,7 @@ def _loss(rule: str, began: EventRow, lost_for: float | None) -> Loss:
 
 def _clock_time(value: Any) -> str:
     """An ISO instant as exchange time of day (``10:02:03``); anything else as it is."""
-    try:
-        at = datetime.fromisoformat(str(value))
-    except ValueError:
-        return str(value)
-    if at.tzinfo is not None:
-        at = at.astimezone(EXCHANGE_TZ)
-    return at.strftime("%H:%M:%S")
+    return exchange_time(value, "%H:%M:%S")
 
 
 def _symbol(symbol: Any) -> str:

@@ -20,14 +20,13 @@ import socket
 import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
 import structlog
 
-from guard.clock import EXCHANGE_TZ
+from guard.clock import exchange_time
 from guard.record.log import Observer
 from guard.record.redact import Redactor, secrets_registry
 from guard.report import i18n
@@ -287,13 +286,7 @@ class Alerter:
 def _when(iso: Any) -> str:
     """An ISO instant as exchange time a person reads (``2026-11-23 10:02:03``); text that is
     not one, as it is."""
-    try:
-        at = datetime.fromisoformat(str(iso))
-    except ValueError:
-        return str(iso)
-    if at.tzinfo is not None:
-        at = at.astimezone(EXCHANGE_TZ)
-    return at.strftime("%Y-%m-%d %H:%M:%S")
+    return exchange_time(iso, "%Y-%m-%d %H:%M:%S")
 
 
 class AlertRules(Observer):
