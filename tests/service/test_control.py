@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from guard.errors import GuardError, ReauthRequired, StateError
-from guard.service.control import ControlServer, TryAgain, ask_daemon, listening, socket_path
+from guard.service.control import (
+    ControlServer,
+    Handler,
+    TryAgain,
+    ask_daemon,
+    listening,
+    socket_path,
+)
 from guard.service.panic import CancelAll, PanicResult
 
 RESULT = PanicResult(False, "2026-11-23T10:00:00+07:00", 7, "ok",
@@ -24,6 +31,21 @@ async def serve(state_dir: Path, handler):  # type: ignore[no-untyped-def]
     server = ControlServer(state_dir, handler)
     await server.start()
     return server
+
+
+EVERYTHING = CancelAll()
+
+
+def round_trip(state_dir: Path, handler: Handler, request: CancelAll = EVERYTHING, *,
+               preview: bool = False, timeout_s: float = 5) -> PanicResult:
+    """Serve ``handler`` on ``state_dir`` and send it one request, as cancel-all does."""
+    async def go() -> PanicResult:
+        server = await serve(state_dir, handler)
+        try:
+            return await ask_daemon(state_dir, request, preview=preview, timeout_s=timeout_s)
+        finally:
+            await server.stop()
+    return asyncio.run(go())
 
 
 def test_a_request_reaches_the_handler_and_its_result_comes_back(tmp_path: Path) -> None:
@@ -56,30 +78,15 @@ def test_a_state_directory_deeper_than_a_socket_address_holds(tmp_path: Path) ->
     async def handler(request: CancelAll, preview: bool) -> PanicResult:
         return RESULT
 
-    async def go() -> PanicResult:
-        server = await serve(deep, handler)
-        try:
-            assert socket_path(deep).exists()
-            return await ask_daemon(deep, CancelAll(), preview=False, timeout_s=5)
-        finally:
-            await server.stop()
-
-    assert asyncio.run(go()) == RESULT
+    assert round_trip(deep, handler) == RESULT
 
 
 def test_the_daemons_error_comes_back_with_its_exit_code(tmp_path: Path) -> None:
     async def handler(request: CancelAll, preview: bool) -> PanicResult:
         raise ReauthRequired("the session is gone: run `ssi-guard login`")
 
-    async def go() -> None:
-        server = await serve(tmp_path, handler)
-        try:
-            await ask_daemon(tmp_path, CancelAll(), preview=False, timeout_s=5)
-        finally:
-            await server.stop()
-
     with pytest.raises(GuardError) as caught:
-        asyncio.run(go())
+        round_trip(tmp_path, handler)
     assert caught.value.exit_code == 3
     assert "ssi-guard login" in str(caught.value)
 
@@ -88,15 +95,8 @@ def test_a_crash_in_the_daemon_is_exit_70_without_its_text(tmp_path: Path) -> No
     async def handler(request: CancelAll, preview: bool) -> PanicResult:
         raise RuntimeError("secret-ish detail")
 
-    async def go() -> None:
-        server = await serve(tmp_path, handler)
-        try:
-            await ask_daemon(tmp_path, CancelAll(), preview=False, timeout_s=5)
-        finally:
-            await server.stop()
-
     with pytest.raises(GuardError) as caught:
-        asyncio.run(go())
+        round_trip(tmp_path, handler)
     assert getattr(caught.value, "exit_code", None) == 70
     assert "secret-ish" not in str(caught.value)
 
@@ -142,29 +142,15 @@ def test_a_socket_file_left_by_a_dead_daemon_is_replaced(tmp_path: Path) -> None
     async def handler(request: CancelAll, preview: bool) -> PanicResult:
         return RESULT
 
-    async def go() -> PanicResult:
-        server = await serve(tmp_path, handler)
-        try:
-            return await ask_daemon(tmp_path, CancelAll(), preview=False, timeout_s=5)
-        finally:
-            await server.stop()
-
-    assert asyncio.run(go()) == RESULT
+    assert round_trip(tmp_path, handler) == RESULT
 
 
 def test_a_daemon_that_cannot_act_yet_says_try_again(tmp_path: Path) -> None:
     async def handler(request: CancelAll, preview: bool) -> PanicResult:
         raise TryAgain("the daemon is starting")
 
-    async def go() -> None:
-        server = await serve(tmp_path, handler)
-        try:
-            await ask_daemon(tmp_path, CancelAll(), preview=False, timeout_s=5)
-        finally:
-            await server.stop()
-
     with pytest.raises(TryAgain, match="starting"):
-        asyncio.run(go())
+        round_trip(tmp_path, handler)
 
 
 def test_no_socket_is_try_again_and_not_listening(tmp_path: Path) -> None:
