@@ -178,8 +178,10 @@ class _JournalWatch:
             self.failed(exc, step)
 
 
-async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
-    """Run one full sweep and record it.
+async def run_sweep(ctx: SweepContext, trigger: str, *, critical: bool = False) -> SweepReport:
+    """Run one full sweep and record it. ``critical``: a sweep whose instant matters (the
+    daemon's pre-close, ``at`` and heartbeat sweeps), which never waits past the straggler
+    cut-off for a slow account.
 
     Raises ``ReauthRequired`` if the session is gone (the intents already written are
     reconciled on the next start), and ``JournalError`` if the journal cannot be written:
@@ -218,10 +220,14 @@ async def run_sweep(ctx: SweepContext, trigger: str) -> SweepReport:
         # An account whose open intents could not be reconciled may have a dead process's
         # cancel on the wire: it is not read again, and nothing of it is decided now.
         skip = {a for a, _ in unread_at_reconcile}
+        # A poll waits in full for an account the last sweep cut off; a critical sweep (a
+        # pre-close, an `at`, a heartbeat going stale) never does: its time is the point.
+        patient = () if critical else frozenset(ctx.slow_accounts)
         snapshot = await take_snapshot(ctx.broker, [a for a in rules.accounts if a not in skip],
                                        day, ctx.clock, log, queued=_queued(ctx.broker),
-                                       straggler_s=ctx.straggler_s, patient=ctx.slow_accounts)
-        ctx.slow_accounts = set(snapshot.slow)  # waited for in full next time
+                                       straggler_s=ctx.straggler_s, patient=patient)
+        read = {b.account for b in snapshot.books}
+        ctx.slow_accounts = (ctx.slow_accounts - read) | set(snapshot.slow)
         if unread_at_reconcile:
             snapshot = Snapshot(snapshot.books, snapshot.failures + unread_at_reconcile)
         assert ctx.boards is not None

@@ -124,6 +124,7 @@ _TEXTS: Final[Mapping[str, tuple[str, str]]] = {
     "report.given_up_one": ("  {account} order {order_id}{symbol}",
                             "  {account} lệnh {order_id}{symbol}"),
     "report.nothing": ("nothing", "không có"),
+    "report.more": ("  ... and {n} more", "  ... và {n} lần khác"),
 }
 
 # Nouns that are counted: (English one, English many, Vietnamese).

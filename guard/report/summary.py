@@ -33,6 +33,10 @@ OUTCOME_ORDER: Final = ("cancelled", "partially_cancelled", "filled_first", "alr
 _CANCELLED: Final = ("cancelled", "partially_cancelled")
 _PROBLEMS: Final = ("failed", "unconfirmed", "pending")
 
+# A report is read by a person (and sent as one chat message): events that can repeat all
+# day (a breaker tripping every poll) are counted in full but listed only this far.
+LISTED = 10
+
 
 @dataclass
 class AccountDay:
@@ -133,7 +137,10 @@ def summarise(day: date, cancels: Iterable[CancelRow], events: Iterable[EventRow
         elif e.kind == "schedule.missed":
             s.missed.append(e)
         elif e.kind == "cancel.given_up":
-            s.given_up.append(e)
+            # Said by every sweep that still selects the order: one order, one line.
+            key = (e.account, e.data.get("order_id"))
+            if all((g.account, g.data.get("order_id")) != key for g in s.given_up):
+                s.given_up.append(e)
         elif e.kind == "heartbeat.lost":
             rule = e.rule or "?"
             lost.setdefault(rule, e)  # a loss said again while still lost is the same loss
@@ -210,13 +217,17 @@ def render(s: DaySummary, lang: Language) -> str:
                            detail=c.detail or "-"))
     lines.append("")
     lines.append(t("report.trips", lang, n=len(s.trips)))
-    for e in s.trips:
+    for e in s.trips[:LISTED]:
         lines.append(t("report.trip", lang, at=e.market_time.strftime("%H:%M:%S"),
                        matches=e.data.get("matches"), limit=e.data.get("limit")))
+    if len(s.trips) > LISTED:
+        lines.append(t("report.more", lang, n=len(s.trips) - LISTED))
     lines.append(t("report.missed", lang, n=len(s.missed)))
-    for e in s.missed:
+    for e in s.missed[:LISTED]:
         lines.append(t("report.missed_one", lang, job=e.data.get("job"),
                        scheduled=_clock_time(e.data.get("scheduled"))))
+    if len(s.missed) > LISTED:
+        lines.append(t("report.more", lang, n=len(s.missed) - LISTED))
     lines.append(t("report.losses", lang, n=len(s.losses)))
     for loss in s.losses:
         back = (t("report.loss_open", lang) if loss.lost_for_s is None

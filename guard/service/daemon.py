@@ -431,7 +431,7 @@ class Daemon:
     async def _sweep(self, job: JobSpec) -> SweepReport | None:
         self._check_holiday_data()
         try:
-            report = await run_sweep(self.ctx, job.job_id)
+            report = await run_sweep(self.ctx, job.job_id, critical=job.critical)
         except ReauthRequired as exc:
             self._degrade_reauth(exc)
             return None
@@ -629,12 +629,13 @@ class Daemon:
         task.add_done_callback(self._heartbeat_swept_with)
 
     def _heartbeat_swept_with(self, task: asyncio.Task[SweepReport | None]) -> None:
-        """Re-sweep every ``heartbeat_resweep_s`` while sweeps find orders to cancel; after
-        one that found none, twice as long each time, up to ``poll_every``: a heartbeat that
+        """Re-sweep every ``heartbeat_resweep_s`` while sweeps send cancels; after one that
+        sent none (nothing to cancel, or a dry run, the pause file, the breaker), twice as
+        long each time, up to ``poll_every``: a heartbeat that
         stays stale all day (a retired strategy, a mistyped path) costs what polls cost, not
         a sweep every 2 s of requests and journal."""
         report = None if task.cancelled() or task.exception() else task.result()
-        if report is not None and report.plan.targets:
+        if report is not None and report.sent:  # a dry run, the pause, the breaker: none
             self._heartbeat_every = self._heartbeat_resweep_s
         else:
             ceiling = max(self._heartbeat_resweep_s, self.ctx.rules.poll_every.total_seconds())

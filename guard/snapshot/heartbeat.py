@@ -43,9 +43,9 @@ __all__ = ["HeartbeatCheck", "HeartbeatWatch", "heartbeat_rules"]
 
 Stat = Callable[[str], os.stat_result]
 
-# How far the wall's verdict may run ahead of what the watch saw itself: the time between a
-# touch and the look that notices it (a look at least every second), plus a margin.
-JUMP_SLACK_S = 1.5
+# How far the wall's age of a file may differ from the monotonic clock's before the wall is
+# taken to have jumped (the two drift apart by well under a millisecond a second otherwise).
+JUMP_SLACK_S = 0.25
 
 
 def heartbeat_rules(rules: RulesFile | Iterable[Rule]) -> tuple[Rule, ...]:
@@ -75,6 +75,7 @@ class _Watched:
     seen_mtime: float | None = None  # the mtime at the last look
     seen_at: float = -math.inf  # monotonic instant the mtime was last seen to change
     warned_mtime: float | None = None  # the mtime a clock warning was last given for
+    looked_at: float | None = None  # monotonic instant of the last look at this file
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,6 @@ class HeartbeatWatch:
         (``run --once``, ``check``), which has no start to wait from."""
         self._wall = wall
         self._mono = monotonic
-        self._last_look: float | None = None  # monotonic instant of the previous check
         self._grace = grace
         self._stat = stat
         self._log: Log = log or structlog.get_logger("guard")
@@ -175,15 +175,17 @@ class HeartbeatWatch:
                 # Touched since the last look, so at most that long ago (the wall may have
                 # jumped since); on the first look, as long ago as the wall says.
                 age = 0.0 if mtime is None else max(0.0, now - mtime)
-                if self._last_look is not None:
-                    age = min(age, mono - self._last_look)
+                if w.looked_at is not None:
+                    age = min(age, mono - w.looked_at)
                 w.seen_mtime, w.seen_at = mtime, mono - age
+            w.looked_at = mono
             if mono < w.judged_from:  # in its grace: not judged, only when it could turn
                 grace_end = now + (w.judged_from - mono)
                 turns = grace_end if mtime is None else mtime + w.stale_after_s
                 next_change = min(next_change, max(grace_end, turns))
                 continue
-            fresh, wake = self._fresh(w, mtime, now, mono - w.seen_at)
+            unchanged = mono - w.seen_at
+            fresh, wake = self._fresh(w, mtime, now, unchanged)
             if fresh:
                 if w.stale_since is not None:
                     self._log.info("heartbeat.resumed", rule=w.rule,
@@ -193,10 +195,11 @@ class HeartbeatWatch:
                 next_change = min(next_change, wake)
                 continue
             limit = format_duration(timedelta(seconds=w.stale_after_s))
-            if mtime is not None and mtime > now:
-                since = w.stale_since if w.stale_since is not None else now
-                reason = (f"heartbeat {w.file} unchanged for {limit} (its mtime "
-                          f"{_clock(mtime)} is in the future: the clock moved)")
+            if mtime is not None and abs((now - mtime) - unchanged) > JUMP_SLACK_S:
+                since = now - (unchanged - w.stale_after_s)
+                reason = (f"heartbeat {w.file} unchanged for {limit} by the monotonic clock "
+                          f"(its mtime {_clock(mtime)} disagrees with the wall: the clock "
+                          "moved)")
             elif mtime is not None:
                 since = mtime + w.stale_after_s
                 reason = (f"heartbeat {w.file} stale since {_clock(since)} "
@@ -215,7 +218,6 @@ class HeartbeatWatch:
                 w.stale_since = since
             w.reason = reason
             stale[w.rule] = reason
-        self._last_look = mono
         self.last = HeartbeatCheck(MappingProxyType(stale), tuple(newly), tuple(resumed),
                                    None if next_change == math.inf else next_change, now)
         return self.last
@@ -224,24 +226,23 @@ class HeartbeatWatch:
                unchanged_s: float) -> tuple[bool, float]:
         """Whether ``w`` is fresh, and if so the wall instant to look again by.
 
-        The wall decides (``now < mtime + stale_after``), within ``JUMP_SLACK_S`` of what the
-        monotonic clock saw: a touch seen ``unchanged_s`` ago keeps the rule fresh until
-        ``stale_after - JUMP_SLACK_S`` has passed since, whatever the wall says (it jumped
-        forward); an mtime in the future keeps it fresh only until the file has been
-        unchanged for ``stale_after`` (the wall jumped back)."""
+        Normally the wall decides (``now < mtime + stale_after``, exact to the microsecond).
+        When the wall's age of the file and the monotonic clock's (``unchanged_s``, the time
+        since the watch saw the mtime change) disagree by more than ``JUMP_SLACK_S``, the
+        wall has jumped, and the monotonic clock decides: fresh while the file has changed
+        within ``stale_after``. It never overstates how fresh a file is (a change is dated no
+        later than the look that saw it), so a live strategy is never judged dead by a jump,
+        and a dead one is judged dead ``stale_after`` after its last touch, whatever the wall
+        says."""
         if mtime is None:
             return False, math.inf
         limit = w.stale_after_s
-        if now < mtime + limit:
-            if mtime > now + JUMP_SLACK_S:
-                self._clock_warning(w, mtime, now, "mtime in the future")
-                if unchanged_s >= limit:
-                    return False, math.inf
-                return True, now + (limit - unchanged_s)
-            return True, mtime + limit
-        if unchanged_s < limit - JUMP_SLACK_S:
-            self._clock_warning(w, mtime, now, "the wall clock jumped forward")
-            return True, now + (limit - JUMP_SLACK_S - unchanged_s)
+        if abs((now - mtime) - unchanged_s) <= JUMP_SLACK_S:
+            return (True, mtime + limit) if now < mtime + limit else (False, math.inf)
+        self._clock_warning(w, mtime, now, "mtime in the future" if mtime > now
+                            else "the wall clock moved")
+        if unchanged_s < limit:
+            return True, now + (limit - unchanged_s)
         return False, math.inf
 
     def _clock_warning(self, w: _Watched, mtime: float, now: float, why: str) -> None:

@@ -109,3 +109,24 @@ def test_the_days_around_it_are_their_own(day_journal: Path) -> None:
         "Không có lệnh hủy nào được gửi.\n\n"
         "Số lần ngắt cầu dao: 0\nSố lượt quét bị bỏ lỡ: 0\nSố lần mất tín hiệu sống: 0\n")
     assert render(empty, "en").splitlines()[1] == "No cancel was sent."
+
+
+def test_an_order_given_up_on_is_one_line_and_repeated_trips_are_counted_not_listed() -> None:
+    """Every poll that still selects a given-up order says so again, and a breaker can trip
+    every poll: the report names the order once and lists the first trips only."""
+    from datetime import timedelta
+
+    from guard.record.journal import EventRow
+    from guard.report.summary import LISTED
+
+    given_up = [EventRow("cancel.given_up", DAY.replace(hour=10) + timedelta(seconds=30 * i),
+                         "0001238", "stale", {"order_id": "4", "symbol": "SHS"})
+                for i in range(8)]
+    trips = [EventRow("breaker.tripped", DAY.replace(hour=11) + timedelta(seconds=30 * i),
+                      None, None, {"matches": 250, "limit": 200}) for i in range(LISTED + 7)]
+    text = render(summarise(DAY.date(), [], [*given_up, *trips]), "en")
+    assert text.count("0001238 order 4 SHS") == 1
+    assert "Orders given up on (cancel them by hand): 1" in text
+    assert f"Circuit breaker trips: {LISTED + 7}" in text
+    assert text.count("cancels wanted, limit 200") == LISTED and "... and 7 more" in text
+    assert "... và 7 lần khác" in render(summarise(DAY.date(), [], trips), "vi")

@@ -261,6 +261,26 @@ def test_re_sweeps_back_off_while_they_find_nothing_and_catch_a_new_order(
     asyncio.run(scenario())
 
 
+def test_re_sweeps_back_off_in_a_dry_run_too(sim: Simulator, tmp_path: Path) -> None:
+    """A dry run (the shipped default) selects orders but sends nothing: its re-sweeps back
+    off like ones that found nothing (a second review's case)."""
+    hb = tmp_path / "never"
+    sim.seed_order(ACCT, "SSI", age=RECENT, client_request_id="sa-1")
+
+    async def scenario() -> None:
+        async with guard(sim, tmp_path, rules_text(hb, stale_after="1s", dry_run=True),
+                         sim.clock, heartbeat_resweep_s=0.2,
+                         heartbeat_tick_s=0.05) as (daemon, log):
+            await until(lambda: bool(log.named("sweep.finished")), 5)
+            await asyncio.sleep(3.0)
+            started = [e for e in log.named("sweep.started")
+                       if str(e.get("trigger", "")).startswith("heartbeat:")]
+            assert 3 <= len(started) <= 6, len(started)
+            assert daemon._heartbeat_every >= 1.6
+
+    asyncio.run(scenario())
+
+
 class RunningClock:
     """Market time that starts at ``start`` when made and runs in real time (the simulator
     and the daemon share it)."""

@@ -47,3 +47,29 @@ def test_cancel_all_waits_for_every_account(sim: Simulator, tmp_path: Path) -> N
     result = asyncio.run(pressed())
     assert result.unread == ()
     assert sim.order(slow).status == "CL"
+
+
+def test_a_critical_sweep_never_waits_in_full_for_a_slow_account(
+        sim: Simulator, tmp_path: Path) -> None:
+    """A pre-close right after a poll cut an account off must not wait for it in full (its
+    time is the point): it cuts it off again after STRAGGLER_S; the next poll waits."""
+    import time
+
+    from guard.snapshot.fetch import STRAGGLER_S
+
+    sim.seed_order(ACCT, "SSI", "B", 27_000, 100, age=STALE)
+    sim.inject(Fault("latency", "GET", BOOK, seconds=6.0, times=None, account=OTHER))
+    guard = Guard(sim, tmp_path / "state", rules_text())
+
+    async def sweeps() -> tuple[list[SweepReport], float]:
+        async with guard.context() as ctx:
+            poll = await run_sweep(ctx, "poll")
+            sim.seed_order(ACCT, "VNM", "B", 62_000, 100, age=STALE)
+            t0 = time.monotonic()
+            critical = await run_sweep(ctx, "pre-close:close", critical=True)
+            return [poll, critical], time.monotonic() - t0
+
+    (poll, critical), took = asyncio.run(sweeps())
+    assert [a for a, _ in poll.unread_accounts] == [OTHER]
+    assert [a for a, _ in critical.unread_accounts] == [OTHER]
+    assert took < STRAGGLER_S + 3.0  # not the 6 s of a full read
