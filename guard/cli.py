@@ -285,13 +285,32 @@ def _print_panic(result: PanicResult) -> None:
         print(", ".join(f"{n} {a}" for a, n in sorted(actions.items())))
 
 
-def _confirm(result: PanicResult) -> bool:
-    """Ask on the terminal; only ``yes`` goes on."""
+PROMPT_S = 120.0  # how long cancel-all waits for "yes" (it may hold the state lock meanwhile)
+
+
+class _Answered:
+    """When the operator last answered a question: ``--wait`` counts from there, not from
+    a start that may be minutes of reading the table ago."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+
+def _confirm(result: PanicResult, answered: _Answered) -> bool:
+    """Ask on the terminal; only ``yes`` goes on, and no answer within ``PROMPT_S`` is no
+    (a prompt left open would hold the state directory, keeping a daemon from starting)."""
+    import select
+
     n = sum(1 for r in result.rows if r[6] == "would cancel")
+    print(f"Cancel these {n} order(s) now? Type yes to confirm: ", end="", flush=True)
     try:
-        answer = input(f"Cancel these {n} order(s) now? Type yes to confirm: ")
-    except EOFError:
-        return False
+        ready, _, _ = select.select([sys.stdin], [], [], PROMPT_S)
+        answer = sys.stdin.readline() if ready else ""
+    finally:
+        answered.at = time.monotonic()
+    if not ready:
+        print()
+        _say(f"cancel-all: no answer within {PROMPT_S:.0f}s")
     return answer.strip().lower() == "yes"
 
 
@@ -315,7 +334,8 @@ def cmd_cancel_all(args: argparse.Namespace) -> int:
     state_dir = resolve_state_dir()
     _setup_logging(args)
     confirm_s = rules.limits.confirm_timeout.total_seconds()
-    deadline = time.monotonic() + args.wait
+    answered = _Answered()
+    deadline: float | None = None  # set by the first "try again" after the last answer
     waiting_said = False
     while True:
         # Whoever holds the state directory acts: this process, keeping the lock it took
@@ -324,7 +344,7 @@ def cmd_cancel_all(args: argparse.Namespace) -> int:
         lock = StateLock(state_dir)
         if lock.try_acquire():
             try:
-                return asyncio.run(_cancel_all_here(args, request, lock))
+                return asyncio.run(_cancel_all_here(args, request, lock, answered))
             finally:
                 lock.release()
         try:
@@ -333,9 +353,13 @@ def cmd_cancel_all(args: argparse.Namespace) -> int:
                     raise ConfigError("cancel-all: --at is for rehearsals and cannot be used "
                                       f"while a daemon holds {state_dir}")
                 raise TryAgain(f"another ssi-guard holds {state_dir}")
-            return asyncio.run(_cancel_all_in_daemon(state_dir, confirm_s, request, args.yes))
+            return asyncio.run(_cancel_all_in_daemon(state_dir, confirm_s, request, args.yes,
+                                                     answered))
         except TryAgain as exc:
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if deadline is None or answered.at is not None:  # first wait, or an answer since
+                deadline, answered.at = now + args.wait, None
+            if now >= deadline:
                 raise StateError(f"cancel-all: {exc}; gave up after --wait {args.wait}s "
                                  "(nothing was cancelled by this command)") from None
             if not waiting_said:
@@ -350,7 +374,7 @@ def _finish(result: PanicResult) -> int:
 
 
 async def _cancel_all_here(args: argparse.Namespace, request: CancelAll,
-                           lock: StateLock) -> int:
+                           lock: StateLock, answered: _Answered) -> int:
     import structlog
 
     from guard.service.panic import press
@@ -364,14 +388,14 @@ async def _cancel_all_here(args: argparse.Namespace, request: CancelAll,
             _print_panic(preview)
             if not any(r[6] == "would cancel" for r in preview.rows):
                 return 0 if preview.complete else 6
-            if not _confirm(preview):
+            if not _confirm(preview, answered):
                 _say("cancel-all: not confirmed; nothing was cancelled")
                 return 1
         return _finish(await press(ctx, request))
 
 
 async def _cancel_all_in_daemon(state_dir: Path, confirm_s: float, request: CancelAll,
-                                yes: bool) -> int:
+                                yes: bool, answered: _Answered) -> int:
     from guard.service.control import ask_daemon
 
     # A sweep already running, then the operator's own, each within its confirmation bound.
@@ -383,7 +407,7 @@ async def _cancel_all_in_daemon(state_dir: Path, confirm_s: float, request: Canc
         _print_panic(preview)
         if not any(r[6] == "would cancel" for r in preview.rows):
             return 0 if preview.complete else 6
-        if not _confirm(preview):
+        if not _confirm(preview, answered):
             _say("cancel-all: not confirmed; nothing was cancelled")
             return 1
     result = await ask_daemon(state_dir, request, preview=False, timeout_s=timeout)

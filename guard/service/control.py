@@ -184,9 +184,16 @@ async def ask_daemon(state_dir: Path, request: CancelAll, *, preview: bool,
         except TimeoutError:
             raise StateError(f"the daemon did not answer within {timeout_s:.0f}s; its log "
                              "says what it did") from None
-        except (ValueError, ConnectionError):  # a reply past MAX_REPLY, or a dropped line
+        except ConnectionError:
+            line = b""  # reset before any reply: as a close (below)
+        except ValueError:  # a reply past MAX_REPLY
             raise StateError("the daemon's answer could not be read; its log says what it "
                              "did") from None
+        if not line:
+            # It hung up without a word (it stopped, or died): whatever it did is in its
+            # journal, and the next try (the daemon again, or this process once the state
+            # directory is free) reconciles that before it sends anything.
+            raise TryAgain("the daemon closed the connection without answering")
     finally:
         writer.close()
         with contextlib.suppress(Exception):

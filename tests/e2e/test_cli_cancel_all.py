@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from kit import ACCT, AT, FRESH, OTHER, STALE
+from kit import ACCT, AT, BOOK, FRESH, OTHER, STALE
 from kit.sweep import rules_text
 
 from guard.simulator.control import Simulator
@@ -187,3 +187,118 @@ def _hold_lock(tmp_path: Path, env: dict[str, str], seconds: float) -> subproces
                              str(seconds)], env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
     return proc
+
+
+# A stand-in for a daemon at the two awkward moments of its life: answering "try again"
+# (it is stopping) after a preview, and dying after it read the request. The standalone
+# retry then runs on the real clock (no --at beside a daemon), whose exchange day is not the
+# simulator's: what matters is that it runs (exit 0 or 6, its own sweep printed), never that
+# the press is dropped (exit 5).
+FAKE_DAEMON = r"""
+import asyncio, os, sys
+from pathlib import Path
+from guard.service.control import ControlServer, TryAgain
+from guard.service.lock import StateLock
+from guard.service.panic import PanicResult
+
+state, mode = Path(sys.argv[1]), sys.argv[2]
+state.mkdir(mode=0o700, exist_ok=True)
+lock = StateLock(state)
+assert lock.try_acquire()
+calls = []
+
+async def handler(request, preview):
+    calls.append(preview)
+    if mode == "die":
+        os._exit(9)  # killed (watchdog, OOM) before it sent anything
+    if preview:
+        return PanicResult(True, "2026-11-23T10:00:00+07:00", 1, "dry_run",
+                           (("0001234", "X1", "SSI", "B", "QU", "100", "would cancel",
+                             "operator cancel-all", "-"),), (), (), False)
+    raise TryAgain("the daemon is stopping")
+
+async def main():
+    server = ControlServer(state, handler)
+    await server.start()
+    print("held", flush=True)
+    for _ in range(600):
+        if calls and calls[-1] is False:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    await server.stop()
+    lock.release()
+
+asyncio.run(main())
+"""
+
+
+def _fake_daemon(env: dict[str, str], mode: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", FAKE_DAEMON, env["SSI_GUARD_STATE_DIR"], mode],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    assert proc.stdout is not None
+    while proc.stdout.readline().strip() != "held":  # (its log lines come first)
+        assert proc.poll() is None
+    return proc
+
+
+def test_a_daemon_dying_after_reading_the_press_does_not_lose_it(
+        sim: Simulator, tmp_path: Path, env: dict[str, str]) -> None:
+    o = sim.seed_order(ACCT, "SSI", age=FRESH)
+    fake = _fake_daemon(env, "die")
+    try:
+        done = cancel_all(tmp_path, env, "--yes")
+    finally:
+        fake.kill()
+        fake.wait(timeout=10)
+    assert done.returncode in (0, 6), done.stderr
+    assert "closed the connection without answering" in done.stderr
+    assert "cancel-all as of" in done.stdout  # acted on, standalone, once the fake was gone
+    assert sim.requests_to("GET", BOOK)  # it read the book itself: it logged in and swept
+    assert sim.order(o).status in ("QU", "CL")
+
+
+def test_time_at_the_prompt_does_not_use_up_wait(
+        sim: Simulator, tmp_path: Path, env: dict[str, str]) -> None:
+    """The operator reads the daemon's table for 3 s and types yes (--wait 2); the daemon
+    is stopping: the wait starts after the answer, and the press is acted on once the state
+    directory is free."""
+    o = sim.seed_order(ACCT, "SSI", age=FRESH)
+    fake = _fake_daemon(env, "stopping")
+    try:
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "guard", "cancel-all", "--rules",
+             str(tmp_path / "rules.yaml"), "--wait", "2"], env=env, stdin=follower,
+            stdout=follower, stderr=follower, start_new_session=True)
+        os.close(follower)
+        seen, answered = b"", 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+                if seen.count(b"Type yes to confirm") > answered:
+                    time.sleep(3)  # longer than --wait
+                    os.write(leader, b"yes\n")
+                    answered += 1
+            elif proc.poll() is not None:
+                break
+        code = proc.wait(timeout=10)
+        os.close(leader)
+    finally:
+        fake.kill()
+        fake.wait(timeout=10)
+    screen = seen.decode(errors="replace")
+    assert code in (0, 6), screen
+    assert "gave up" not in screen
+    assert screen.count("cancel-all as of") >= 2  # the fake daemon's preview, then its own
+    assert "X1" in screen and sim.requests_to("GET", BOOK)
+    assert sim.order(o).status in ("QU", "CL")
