@@ -63,7 +63,13 @@ secrets_registry = SecretRegistry()
 
 def _mask_text(text: str, values: Iterable[str]) -> str:
     for value in values:
-        if value in text:
+        if value not in text:
+            continue
+        if value.isdigit():
+            # A short all-digit secret (an OTP) is masked where it stands as a number of its
+            # own, not inside a longer one: 55650000 is an amount, not the OTP 650000.
+            text = re.sub(rf"(?<!\d){value}(?!\d)", MASK, text)
+        else:
             text = text.replace(value, MASK)
     for shape in _SHAPES:
         if shape.groups:

@@ -144,3 +144,27 @@ def test_an_existing_journal_gains_the_table_and_keeps_its_rows(tmp_path: Path) 
         assert j.integrity_ok()
     finally:
         j.close()
+
+
+def test_a_figure_that_contains_a_secrets_digits_is_kept_and_the_secret_is_not(
+        tmp_path: Path, captured: io.StringIO) -> None:
+    """A six-digit OTP is a registered secret, and an amount can contain its digits
+    (55,650,000 holds 650000): the amount is not masked, or a day's cash released would
+    silently shrink in the report; the OTP standing alone still is."""
+    from guard.record.redact import secrets_registry
+
+    j = Journal(tmp_path / "j.sqlite3")
+    recorder = EventRecorder(j, FakeClock(MARKET), wall=FakeClock(MARKET))
+    secrets_registry.add("650000")
+    add_observers(recorder)
+    try:
+        structlog.get_logger("guard").info(
+            "cash.released", account="0001234", basis="equity",
+            withdrawable_delta="55650000.0", expected="55650000", note="otp 650000 here")
+    finally:
+        remove_observers(recorder)
+        secrets_registry.clear()
+    [(data,)] = j.query("SELECT data FROM events")
+    stored = json.loads(data)
+    assert stored["withdrawable_delta"] == "55650000.0" and stored["expected"] == "55650000"
+    assert "650000" not in stored["note"] and MASK in stored["note"]

@@ -121,3 +121,15 @@ def test_facts_about_a_secret_are_not_masked_but_still_scanned() -> None:
     assert out["token_valid"] == 1
     assert out["access_token"] == "***"
     assert "sim-at-abcdefghijkl" not in str(out["refresh_token_at"])
+
+
+def test_an_all_digit_secret_is_masked_alone_but_not_inside_a_longer_number() -> None:
+
+
+    registry = SecretRegistry()
+    registry.add("650000")
+    scrub = Redactor(registry).scrub
+    assert scrub("otp=650000") == f"otp={MASK}"
+    assert scrub("code 650000.") == f"code {MASK}."
+    assert scrub("released 55650000.0 VND") == "released 55650000.0 VND"
+    assert scrub("order 6500001") == "order 6500001"
