@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from kit import ACCT, OTHER
+from kit.clocks import RunningClock
 from kit.daemon import cli, guard_env, start_guard, wait_for
 
 from guard.clock import EXCHANGE_TZ
@@ -18,14 +19,6 @@ from guard.simulator.control import Simulator
 START = datetime(2026, 11, 23, 10, 0, tzinfo=EXCHANGE_TZ)
 LOGIN = "/api/v3/auth/token"
 REFRESH = "/api/v3/auth/refresh"
-
-
-class RunningClock:
-    def __init__(self, start: datetime) -> None:
-        self.start, self.t0 = start, time.monotonic()
-
-    def __call__(self) -> datetime:
-        return self.start + timedelta(seconds=time.monotonic() - self.t0)
 
 
 RULES = f"""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from kit import ACCT, BATCH, BOOK, OTHER, SINGLE
+from kit.clocks import RunningClock
 from kit.daemon import (
     GuardProcess,
     NotifySocket,
@@ -120,20 +121,6 @@ def test_nothing_is_sent_outside_a_session(tmp_path: Path, at: str, next_poll: s
             assert daemon.stop() == 0
         finally:
             daemon.close()
-
-
-class RunningClock:
-    """Market time that starts at ``start`` when made, and runs in real time."""
-
-    def __init__(self, start: datetime) -> None:
-        self.start = start
-        self.t0 = time.monotonic()
-
-    def __call__(self) -> datetime:
-        return self.at(time.monotonic())
-
-    def at(self, monotonic: float) -> datetime:
-        return self.start + timedelta(seconds=monotonic - self.t0)
 
 
 @pytest.mark.slow

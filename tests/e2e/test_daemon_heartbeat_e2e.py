@@ -8,7 +8,6 @@ DELETE is measured on the simulator's own request records.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from datetime import datetime, timedelta
@@ -16,20 +15,13 @@ from pathlib import Path
 
 import pytest
 from kit import ACCT, BATCH, OTHER, SINGLE
+from kit.clocks import RunningClock, touch
 from kit.daemon import guard_env, start_guard, wait_for
 
 from guard.clock import EXCHANGE_TZ
 from guard.simulator.control import Simulator
 
 START = datetime(2026, 11, 23, 10, 0, tzinfo=EXCHANGE_TZ)
-
-
-class RunningClock:
-    def __init__(self, start: datetime) -> None:
-        self.start, self.t0 = start, time.monotonic()
-
-    def __call__(self) -> datetime:
-        return self.start + timedelta(seconds=time.monotonic() - self.t0)
 
 
 def rules_yaml(hb: Path, stale_after: str, *, heartbeat: bool = True) -> str:
@@ -53,13 +45,6 @@ rules:
     match: {{client_request_ids: ["sa-*"]}}
 """
     return text
-
-
-def touch(path: Path, at: float) -> float:
-    path.touch()
-    ns = round(at * 1e9)
-    os.utime(path, ns=(ns, ns))
-    return path.stat().st_mtime
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """The tests' shared kit: constants, rule builders, guards on the simulator, log recorders.
 
 Everything a test needs twice lives here once: ``kit.sweep`` (a guard's sweeps on the
-simulator, journal readers), ``kit.daemon`` (the daemon as a subprocess), ``kit.ops`` (alerts,
+simulator, journal readers), ``kit.daemon`` (the daemon as a subprocess), ``kit.clocks``
+(a market clock running in real time, exact mtimes), ``kit.ops`` (alerts,
 metrics and /healthz), ``kit.log`` (recorders of log events).
 """
 

@@ -9,7 +9,6 @@ real wall clock. Latency is measured on the simulator's own request records (mon
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kit import ACCT, BATCH, OTHER, SINGLE
+from kit.clocks import RunningClock, touch
 from kit.ops import Events, recording, until, write_rules
 
 from guard.clock import EXCHANGE_TZ, Clock, FakeClock
@@ -70,13 +70,6 @@ class WallToMono:
 def deletes(sim: Simulator) -> list[Any]:
     return sorted(sim.requests_to("DELETE", BATCH) + sim.requests_to("DELETE", SINGLE),
                   key=lambda r: r.at)
-
-
-def touch(path: Path, at: float) -> float:
-    path.touch()
-    ns = round(at * 1e9)
-    os.utime(path, ns=(ns, ns))
-    return path.stat().st_mtime
 
 
 @asynccontextmanager
@@ -279,20 +272,6 @@ def test_re_sweeps_back_off_in_a_dry_run_too(sim: Simulator, tmp_path: Path) -> 
             assert daemon._heartbeat_every >= 1.6
 
     asyncio.run(scenario())
-
-
-class RunningClock:
-    """Market time that starts at ``start`` when made and runs in real time (the simulator
-    and the daemon share it)."""
-
-    def __init__(self, start: datetime) -> None:
-        self.start, self.t0 = start, time.monotonic()
-
-    def __call__(self) -> datetime:
-        return self.at(time.monotonic())
-
-    def at(self, monotonic: float) -> datetime:
-        return self.start + timedelta(seconds=monotonic - self.t0)
 
 
 def test_stale_in_lunch_is_held_then_cancelled_at_13_00(tmp_path: Path) -> None:

@@ -3,10 +3,10 @@ clock. Stale is ``wall_now >= mtime + stale_after``; a rule is not judged during
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from kit.clocks import touch
 from kit.log import Recorder
 
 from guard.config.schema import RulesFile
@@ -28,14 +28,6 @@ class Wall:
 
     def __call__(self) -> float:
         return self.now
-
-
-def touch(path: Path, at: float) -> float:
-    """Set ``path``'s mtime to ``at`` (creating it); the mtime as the file system keeps it."""
-    path.touch()
-    ns = round(at * 1e9)
-    os.utime(path, ns=(ns, ns))
-    return path.stat().st_mtime
 
 
 def test_fresh_one_microsecond_before_and_stale_at_the_instant(tmp_path: Path) -> None:
