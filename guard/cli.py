@@ -301,8 +301,8 @@ def _confirm(result: PanicResult, answered: _Answered) -> bool:
     (a prompt left open would hold the state directory, keeping a daemon from starting)."""
     import select
 
-    n = sum(1 for r in result.rows if r[6] == "would cancel")
-    print(f"Cancel these {n} order(s) now? Type yes to confirm: ", end="", flush=True)
+    print(f"Cancel these {result.would_cancel} order(s) now? Type yes to confirm: ", end="",
+          flush=True)
     try:
         ready, _, _ = select.select([sys.stdin], [], [], PROMPT_S)
         answer = sys.stdin.readline() if ready else ""
@@ -368,6 +368,18 @@ def cmd_cancel_all(args: argparse.Namespace) -> int:
             time.sleep(0.3)
 
 
+def _asked(preview: PanicResult, answered: _Answered) -> int | None:
+    """Show the preview and ask; the exit status if it ends here (nothing to cancel: 0 or 6,
+    not confirmed: 1), None to go on and cancel."""
+    _print_panic(preview)
+    if not preview.would_cancel:
+        return 0 if preview.complete else 6
+    if not _confirm(preview, answered):
+        _say("cancel-all: not confirmed; nothing was cancelled")
+        return 1
+    return None
+
+
 def _finish(result: PanicResult) -> int:
     _print_panic(result)
     return 0 if result.complete else 6
@@ -384,13 +396,9 @@ async def _cancel_all_here(args: argparse.Namespace, request: CancelAll,
     async with open_guard(args.rules, clock=_market_clock(args.at), log=log,
                           held_lock=lock) as ctx, _one_shot_alerts(ctx):
         if not args.yes:
-            preview = await press(ctx, request, preview=True)
-            _print_panic(preview)
-            if not any(r[6] == "would cancel" for r in preview.rows):
-                return 0 if preview.complete else 6
-            if not _confirm(preview, answered):
-                _say("cancel-all: not confirmed; nothing was cancelled")
-                return 1
+            stop = _asked(await press(ctx, request, preview=True), answered)
+            if stop is not None:
+                return stop
         return _finish(await press(ctx, request))
 
 
@@ -404,12 +412,9 @@ async def _cancel_all_in_daemon(state_dir: Path, confirm_s: float, request: Canc
     if not yes:
         preview = await ask_daemon(state_dir, request, preview=True, timeout_s=timeout)
         _say(said.replace("done by", "asked"))
-        _print_panic(preview)
-        if not any(r[6] == "would cancel" for r in preview.rows):
-            return 0 if preview.complete else 6
-        if not _confirm(preview, answered):
-            _say("cancel-all: not confirmed; nothing was cancelled")
-            return 1
+        stop = _asked(preview, answered)
+        if stop is not None:
+            return stop
     result = await ask_daemon(state_dir, request, preview=False, timeout_s=timeout)
     _say(said)
     return _finish(result)

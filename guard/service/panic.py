@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from guard.config.schema import RulesFile
 from guard.errors import ConfigError
-from guard.model import HoldKind
+from guard.model import FINAL_OK, HoldKind
 from guard.sweep import SweepContext, SweepReport, run_sweep
 
 __all__ = ["OPERATOR_RULE", "CancelAll", "PanicResult", "operator_rules", "press"]
@@ -133,7 +133,12 @@ class PanicResult:
         """Every selected order that is not protected reached a final, good outcome (0)."""
         if self.unread or self.result in ("failed", "incomplete", "blocked"):
             return False
-        return all(r[6] in ("protected",) or r[8] in _FINAL for r in self.rows)
+        return all(r[6] == "protected" or r[8] in FINAL_OK for r in self.rows)
+
+    @property
+    def would_cancel(self) -> int:
+        """How many orders a preview would cancel (what the operator is asked about)."""
+        return sum(1 for r in self.rows if r[6] == "would cancel")
 
     def as_json(self) -> dict[str, Any]:
         return {"preview": self.preview, "market_time": self.market_time,
@@ -151,7 +156,6 @@ class PanicResult:
                    bool(raw["paused_overridden"]))
 
 
-_FINAL = frozenset({"cancelled", "partially_cancelled", "filled_first", "already_done"})
 HEADERS = ("account", "order", "symbol", "side", "status", "left", "action", "why", "outcome")
 
 
