@@ -76,8 +76,9 @@ def test_a_bad_filter_is_exit_1_naming_the_flag_and_nothing_is_asked(
 
 
 def _on_a_terminal(tmp_path: Path, env: dict[str, str], answer: bytes,
-                   *args: str) -> tuple[int, str]:
-    """Run cancel-all with a pseudo-terminal as stdin/stdout, answer its question."""
+                   *args: str, think_s: float = 0.0) -> tuple[int, str]:
+    """Run cancel-all with a pseudo-terminal as stdin/stdout; answer each of its questions,
+    after reading the table for ``think_s``."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "guard", "cancel-all", "--rules", str(tmp_path / "rules.yaml"),
@@ -85,7 +86,7 @@ def _on_a_terminal(tmp_path: Path, env: dict[str, str], answer: bytes,
         start_new_session=True)
     os.close(follower)
     seen = b""
-    answered = False
+    answered = 0
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         ready, _, _ = select.select([leader], [], [], 0.1)
@@ -97,9 +98,10 @@ def _on_a_terminal(tmp_path: Path, env: dict[str, str], answer: bytes,
             if not chunk:
                 break
             seen += chunk
-            if not answered and b"Type yes to confirm" in seen:
+            if seen.count(b"Type yes to confirm") > answered:
+                time.sleep(think_s)
                 os.write(leader, answer)
-                answered = True
+                answered += 1
         elif proc.poll() is not None:
             break
     code = proc.wait(timeout=10)
@@ -267,36 +269,11 @@ def test_time_at_the_prompt_does_not_use_up_wait(
     o = sim.seed_order(ACCT, "SSI", age=FRESH)
     fake = _fake_daemon(env, "stopping")
     try:
-        leader, follower = pty.openpty()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "guard", "cancel-all", "--rules",
-             str(tmp_path / "rules.yaml"), "--wait", "2"], env=env, stdin=follower,
-            stdout=follower, stderr=follower, start_new_session=True)
-        os.close(follower)
-        seen, answered = b"", 0
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(leader, 4096)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                seen += chunk
-                if seen.count(b"Type yes to confirm") > answered:
-                    time.sleep(3)  # longer than --wait
-                    os.write(leader, b"yes\n")
-                    answered += 1
-            elif proc.poll() is not None:
-                break
-        code = proc.wait(timeout=10)
-        os.close(leader)
+        code, screen = _on_a_terminal(tmp_path, env, b"yes\n", "--wait", "2",
+                                      think_s=3)  # longer than --wait
     finally:
         fake.kill()
         fake.wait(timeout=10)
-    screen = seen.decode(errors="replace")
     assert code in (0, 6), screen
     assert "gave up" not in screen
     assert screen.count("cancel-all as of") >= 2  # the fake daemon's preview, then its own
