@@ -55,10 +55,9 @@ async def take_snapshot(broker: BookReader, accounts: Sequence[str], day: date,
     got = await read_books(broker, dict.fromkeys(accounts, day), log, level="error",
                            priority=Priority.DECIDE, straggler_s=straggler_s, queued=queued,
                            patient=patient)
-    read, failed = got.read, got.failed
     taken = clock()
-    books = tuple(AccountSnapshot(a, read[a], taken) for a in accounts if a in read)
-    failures = tuple((a, failed[a]) for a in accounts if a in failed)
+    books = tuple(AccountSnapshot(a, got.read[a], taken) for a in accounts if a in got.read)
+    failures = tuple((a, got.failed[a]) for a in accounts if a in got.failed)
     return Snapshot(books, failures, got.slow)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date
 
@@ -58,10 +59,9 @@ async def read_books(reader: BookReader, wanted: Mapping[str, date], log: Log, *
     rank = {a: i for i, a in enumerate(wanted)}
 
     async def one(account: str, day: date) -> tuple[BookOrder, ...] | str:
+        spend = nullcontext() if priority is None else spending(priority, rank[account])
         try:
-            if priority is None:
-                return await reader.orders(account, day)
-            with spending(priority, rank[account]):
+            with spend:
                 return await reader.orders(account, day)
         except BrokerError as exc:
             getattr(log, level)(event, account=account, error=str(exc))
