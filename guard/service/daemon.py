@@ -14,10 +14,10 @@ import contextlib
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from apscheduler.triggers.base import BaseTrigger
@@ -47,6 +47,8 @@ from guard.snapshot.heartbeat import HeartbeatCheck, HeartbeatWatch
 from guard.sweep import SweepContext, SweepReport, run_sweep
 
 __all__ = ["Daemon", "run_daemon"]
+
+T = TypeVar("T")
 
 # No poll starts this close before a critical job (pre-close, ``at``): the request budget
 # refills in about a second, and the critical sweep finds it full and the sweep lock free.
@@ -384,10 +386,7 @@ class Daemon:
                 self.log.info("sweep.skipped", job=job.job_id,
                               reason=f"{due} is due: its request budget is kept full")
                 return None
-        task = asyncio.create_task(self._locked_sweep(job), name=f"sweep:{job.job_id}")
-        self._sweeps.add(task)
-        task.add_done_callback(self._sweeps.discard)
-        return await asyncio.shield(task)
+        return await self._owned(self._locked_sweep(job), f"sweep:{job.job_id}")
 
     async def cancel_all(self, request: CancelAll, preview: bool) -> PanicResult:
         """The operator's ``cancel-all``, sent over the control socket: run at once, or as
@@ -399,8 +398,13 @@ class Daemon:
             raise TryAgain("the daemon is " + ("stopping" if self.stopping else "starting"))
         if self.needs_login:
             raise ReauthRequired(f"the daemon cannot act: {self.health.reason}")
-        task = asyncio.create_task(self._locked_cancel_all(request, preview),
-                                   name="sweep:cancel-all")
+        return await self._owned(self._locked_cancel_all(request, preview), "sweep:cancel-all")
+
+    async def _owned(self, work: Coroutine[Any, Any, T], name: str) -> T:
+        """Run ``work`` in a task the daemon owns, shielded from the caller: ``drain`` waits
+        for it, and a caller that is cancelled (APScheduler shutting down, a client hanging
+        up) never cuts it between sending cancels and recording their outcomes."""
+        task = asyncio.create_task(work, name=name)
         self._sweeps.add(task)
         task.add_done_callback(self._sweeps.discard)
         return await asyncio.shield(task)
