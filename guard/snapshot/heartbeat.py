@@ -48,6 +48,11 @@ Stat = Callable[[str], os.stat_result]
 JUMP_SLACK_S = 0.25
 
 
+def _clocks_agree(wall_age_s: float, unchanged_s: float) -> bool:
+    """Whether the wall's age of a file and the time since the watch saw it change agree."""
+    return abs(wall_age_s - unchanged_s) <= JUMP_SLACK_S
+
+
 def heartbeat_rules(rules: RulesFile | Iterable[Rule]) -> tuple[Rule, ...]:
     """The rules whose trigger is ``heartbeat``."""
     listed = rules.rules if isinstance(rules, RulesFile) else tuple(rules)
@@ -195,7 +200,7 @@ class HeartbeatWatch:
                 next_change = min(next_change, wake)
                 continue
             limit = format_duration(timedelta(seconds=w.stale_after_s))
-            if mtime is not None and abs((now - mtime) - unchanged) > JUMP_SLACK_S:
+            if mtime is not None and not _clocks_agree(now - mtime, unchanged):
                 since = now - (unchanged - w.stale_after_s)
                 reason = (f"heartbeat {w.file} unchanged for {limit} by the monotonic clock "
                           f"(its mtime {_clock(mtime)} disagrees with the wall: the clock "
@@ -237,7 +242,7 @@ class HeartbeatWatch:
         if mtime is None:
             return False, math.inf
         limit = w.stale_after_s
-        if abs((now - mtime) - unchanged_s) <= JUMP_SLACK_S:
+        if _clocks_agree(now - mtime, unchanged_s):
             return (True, mtime + limit) if now < mtime + limit else (False, math.inf)
         self._clock_warning(w, mtime, now, "mtime in the future" if mtime > now
                             else "the wall clock moved")
