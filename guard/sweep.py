@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from guard.act.breaker import BreakerGate
 from guard.act.plan import CancelPlan, plan_cancels
 from guard.act.send import SendAborted, send_plan
 from guard.broker.budget import Budget, Priority, answer_within, spending
@@ -27,12 +28,13 @@ from guard.confirm.confirm import confirm
 from guard.confirm.reconcile import reconcile
 from guard.errors import BrokerError, JournalError, ReauthRequired
 from guard.evaluate.engine import Decision, evaluate
-from guard.market.calendar import MarketCalendar
-from guard.model import CancelTarget, Outcome, SendResult
+from guard.market.calendar import Board, MarketCalendar
+from guard.model import BookOrder, CancelTarget, Outcome, SendResult
 from guard.record.journal import Journal
 from guard.record.log import Log
 from guard.snapshot.boards import BoardResolver
 from guard.snapshot.fetch import STRAGGLER_S, Snapshot, read_cash, take_snapshot
+from guard.snapshot.recent import RecentBooks
 
 __all__ = ["SweepContext", "SweepReport", "run_sweep"]
 
@@ -43,6 +45,10 @@ CASH_BEFORE_S = 1.0
 # An order whose cancel was accepted and never applied this many times today is not sent
 # again that day (see README, "Resends").
 MAX_UNCONFIRMED = 3
+
+# A critical sweep estimates an account's matches from a book read at most this long ago (the
+# daemon's pre-read, a few seconds before the second); an older one estimates nothing.
+ESTIMATE_MAX_AGE_S = 15.0
 
 SweepResult = Literal["ok", "nothing_to_do", "dry_run", "blocked", "incomplete", "failed"]
 
@@ -77,6 +83,8 @@ class SweepContext:
     # accounts the last sweep cut off, which this one waits for in full.
     straggler_s: float | None = STRAGGLER_S
     slow_accounts: set[str] = field(default_factory=set)
+    # Every account's last book read, for a critical sweep's estimates (guard.act.breaker).
+    recent: RecentBooks = field(default_factory=RecentBooks)
 
     def __post_init__(self) -> None:
         if self.boards is None:
@@ -181,7 +189,8 @@ class _JournalWatch:
 async def run_sweep(ctx: SweepContext, trigger: str, *, critical: bool = False) -> SweepReport:
     """Run one full sweep and record it. ``critical``: a sweep whose instant matters (the
     daemon's pre-close, ``at`` and heartbeat sweeps), which never waits past the straggler
-    cut-off for a slow account.
+    cut-off for a slow account, and which starts each account's cancels as soon as its fresh
+    book is in when a recent read bounds what the others can want (``guard.act.breaker``).
 
     Raises ``ReauthRequired`` if the session is gone (the intents already written are
     reconciled on the next start), and ``JournalError`` if the journal cannot be written:
@@ -203,68 +212,67 @@ async def run_sweep(ctx: SweepContext, trigger: str, *, critical: bool = False) 
     log.info("sweep.started", market_time=now.isoformat(timespec="seconds"), dry_run=dry,
              accounts=list(rules.accounts))
     watch = _JournalWatch(log)
+    stage: _Stage | None = None
     try:
-        await ctx.broker.ensure_session()
-        deferred: frozenset[tuple[str, str]] = frozenset()
-        unread_at_reconcile: tuple[tuple[str, str], ...] = ()
-        if ctx.owns_state and ctx.journal.open_intents():
-            # Intents of a sweep still running in this process are not orphans: skip them.
-            reconciled = await reconcile(
-                ctx.broker, ctx.journal, wall=ctx.wall, log=log,
-                timeout=rules.limits.confirm_timeout, exclude=set(ctx.in_flight),
-                on_the_wire=timedelta(seconds=ctx.broker.request_timeout_s + 5))
-            deferred = reconciled.deferred
-            unread_at_reconcile = reconciled.unread
-        # The exchange's date, whatever zone the clock answers in (``--at ...Z`` is UTC).
-        day = now.astimezone(EXCHANGE_TZ).date()
-        # An account whose open intents could not be reconciled may have a dead process's
-        # cancel on the wire: it is not read again, and nothing of it is decided now.
-        skip = {a for a, _ in unread_at_reconcile}
-        # A poll waits in full for an account the last sweep cut off; a critical sweep (a
-        # pre-close, an `at`, a heartbeat going stale) never does: its time is the point.
-        patient = () if critical else frozenset(ctx.slow_accounts)
-        snapshot = await take_snapshot(ctx.broker, [a for a in rules.accounts if a not in skip],
-                                       day, ctx.clock, log, queued=_queued(ctx.broker),
-                                       straggler_s=ctx.straggler_s, patient=patient)
-        read = {b.account for b in snapshot.books}
-        ctx.slow_accounts = (ctx.slow_accounts - read) | set(snapshot.slow)
-        if unread_at_reconcile:
-            snapshot = Snapshot(snapshot.books, snapshot.failures + unread_at_reconcile)
-        assert ctx.boards is not None
-        boards = await ctx.boards.for_day(day, rules.boards, log)
-        orders = [o for book in snapshot.books for o in book.orders]
-        decisions = evaluate(orders, rules, now, ctx.calendar, boards, ctx.signals())
-        _log_decisions(log, decisions)
-
-        given_up = _given_up(ctx, log, decisions, now)
-        plan = plan_cancels(decisions, max_cancels=rules.limits.max_cancels_per_sweep,
-                            dry_run=dry, paused=ctx.paused,
-                            in_flight=ctx.in_flight | deferred | given_up)
-        # Record before you act: the decisions are journaled before any DELETE can leave.
-        ctx.journal.decisions(sweep_id, _decision_rows(decisions, plan))
-    except JournalError as exc:
-        watch.failed(exc, "before_send")
-        _finish_aborted(ctx, sweep_id, log, exc)
-        raise
-    except Exception as exc:
-        _finish_aborted(ctx, sweep_id, log, exc)
-        raise
-    # Claim the targets at once, with no await between planning and claiming: a sweep that
-    # overlaps this one (a poll beside a fixed-time sweep) must see them as in flight, or
-    # both would send a cancel for the same order.
-    claimed = {t.key for b in plan.batches for t in b}
-    ctx.in_flight.update(claimed)
-    try:
-        return await _act(ctx, trigger, log, t0, now, sweep_id, dry, snapshot, decisions, plan,
-                          deferred, given_up, watch)
-    except Exception as exc:
-        # send_plan returns or raises only once every request it started has been answered,
-        # so nothing of this sweep is on the wire: its open intents need no waiting (see
-        # reconcile). A cancelled task or a killed process writes no such row.
-        _finish_aborted(ctx, sweep_id, log, exc)
-        raise
+        try:
+            await ctx.broker.ensure_session()
+            deferred: frozenset[tuple[str, str]] = frozenset()
+            unread_at_reconcile: tuple[tuple[str, str], ...] = ()
+            if ctx.owns_state and ctx.journal.open_intents():
+                # Intents of a sweep still running in this process are not orphans: skip them.
+                reconciled = await reconcile(
+                    ctx.broker, ctx.journal, wall=ctx.wall, log=log,
+                    timeout=rules.limits.confirm_timeout, exclude=set(ctx.in_flight),
+                    on_the_wire=timedelta(seconds=ctx.broker.request_timeout_s + 5))
+                deferred = reconciled.deferred
+                unread_at_reconcile = reconciled.unread
+            # The exchange's date, whatever zone the clock answers in (``--at ...Z`` is UTC).
+            day = now.astimezone(EXCHANGE_TZ).date()
+            # An account whose open intents could not be reconciled may have a dead process's
+            # cancel on the wire: it is not read again, and nothing of it is decided now.
+            skip = {a for a, _ in unread_at_reconcile}
+            accounts = [a for a in rules.accounts if a not in skip]
+            # A poll waits in full for an account the last sweep cut off; a critical sweep (a
+            # pre-close, an `at`, a heartbeat going stale) never does: its time is the point.
+            patient = () if critical else frozenset(ctx.slow_accounts)
+            assert ctx.boards is not None
+            boards = await ctx.boards.for_day(day, rules.boards, log)
+            midnight = now.astimezone(EXCHANGE_TZ).replace(hour=0, minute=0, second=0,
+                                                           microsecond=0)
+            stage = _Stage(ctx, log, sweep_id, now, dry, boards, deferred,
+                           ctx.journal.unconfirmed_counts(midnight), watch, accounts)
+            if critical:
+                stage.estimate(ctx.recent.within(accounts, ESTIMATE_MAX_AGE_S))
+            snapshot = await take_snapshot(ctx.broker, accounts, day, ctx.clock, log,
+                                           queued=_queued(ctx.broker),
+                                           straggler_s=ctx.straggler_s, patient=patient,
+                                           on_read=stage.arrive)
+            read = {b.account for b in snapshot.books}
+            ctx.slow_accounts = (ctx.slow_accounts - read) | set(snapshot.slow)
+            if unread_at_reconcile:
+                snapshot = Snapshot(snapshot.books, snapshot.failures + unread_at_reconcile)
+            stage.settle(snapshot)
+            if watch.error is not None and not stage.runs:
+                raise watch.error  # nothing went out: the sweep ends here, as before sending
+        except Exception as exc:
+            if stage is not None:
+                await stage.wind_down()  # what already went out is confirmed and journaled
+            if isinstance(exc, JournalError) and watch.error is None:
+                watch.failed(exc, "before_send")
+            _finish_aborted(ctx, sweep_id, log, exc)
+            raise
+        try:
+            return await _finish(ctx, trigger, log, t0, now, sweep_id, dry, snapshot, stage,
+                                 watch)
+        except Exception as exc:
+            # Every account run is awaited before _finish returns or raises, so nothing of
+            # this sweep is on the wire: its open intents need no waiting (see reconcile). A
+            # cancelled task or a killed process writes no such row.
+            _finish_aborted(ctx, sweep_id, log, exc)
+            raise
     finally:
-        ctx.in_flight.difference_update(claimed)
+        if stage is not None:
+            ctx.in_flight.difference_update(stage.claimed)
 
 
 def _queued(broker: object) -> Callable[[], int]:
@@ -275,24 +283,171 @@ def _queued(broker: object) -> Callable[[], int]:
     return lambda: 0
 
 
-def _given_up(ctx: SweepContext, log: Log, decisions: list[Decision],
-              now: datetime) -> frozenset[tuple[str, str]]:
+def _given_up(decisions: list[Decision],
+              unconfirmed: Mapping[tuple[str, str], int]) -> frozenset[tuple[str, str]]:
     """The selected orders whose cancels the broker accepted and never applied
     ``MAX_UNCONFIRMED`` times today: not sent again (each is an error in the log, and the
     sweep is incomplete), so a broker that swallows cancels is not asked forever."""
-    day = now.astimezone(EXCHANGE_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
-    counts = ctx.journal.unconfirmed_counts(day)
-    if not counts:
+    if not unconfirmed:
         return frozenset()
-    out = set()
+    return frozenset((d.order.account, d.order.order_id) for d in decisions
+                     if d.cancel and unconfirmed.get((d.order.account, d.order.order_id), 0)
+                     >= MAX_UNCONFIRMED)
+
+
+def _log_given_up(log: Log, decisions: list[Decision], given_up: frozenset[tuple[str, str]],
+                  unconfirmed: Mapping[tuple[str, str], int]) -> None:
     for d in decisions:
         key = (d.order.account, d.order.order_id)
-        if d.cancel and counts.get(key, 0) >= MAX_UNCONFIRMED:
-            out.add(key)
+        if key in given_up:
             log.error("cancel.given_up", account=d.order.account, order_id=d.order.order_id,
-                      symbol=d.order.symbol, unconfirmed=counts[key],
+                      symbol=d.order.symbol, unconfirmed=unconfirmed[key],
                       action="cancel it by hand; the guard will not send it again today")
-    return frozenset(out)
+
+
+class _Stage:
+    """One sweep's accounts, from book to cancels.
+
+    Without estimates (a poll) every book is evaluated once all are in, and the breaker counts
+    every match before anything starts. With estimates (a critical sweep after the pre-read)
+    each book is evaluated as it arrives, and its account starts the moment ``BreakerGate``
+    lets it: the first DELETE does not wait for the last account's book.
+    """
+
+    def __init__(self, ctx: SweepContext, log: Log, sweep_id: int, now: datetime, dry: bool,
+                 boards: Mapping[str, Board], deferred: frozenset[tuple[str, str]],
+                 unconfirmed: Mapping[tuple[str, str], int], watch: _JournalWatch,
+                 accounts: list[str]) -> None:
+        self.ctx, self.log, self.sweep_id, self.now, self.dry = ctx, log, sweep_id, now, dry
+        self.boards, self.deferred, self.unconfirmed, self.watch = (boards, deferred,
+                                                                     unconfirmed, watch)
+        self.limit = ctx.rules.limits.max_cancels_per_sweep
+        self.gate = BreakerGate(self.limit, tuple(accounts))
+        self.rank = {a: i for i, a in enumerate(ctx.rules.accounts)}
+        self.signals: Mapping[str, str] | None = None
+        self.waiting: dict[str, tuple[BookOrder, ...]] = {}  # read, not yet evaluated
+        self.decisions: dict[str, list[Decision]] = {}
+        self.given_up: frozenset[tuple[str, str]] = frozenset()
+        self.plans: dict[str, CancelPlan] = {}  # the accounts started (decisions journaled)
+        self.runs: dict[str, asyncio.Task[_AccountRun]] = {}
+        self.claimed: set[tuple[str, str]] = set()
+        self.failures: list[Exception] = []  # shared: one journal failure stops every account
+
+    def _signals(self) -> Mapping[str, str]:
+        if self.signals is None:
+            self.signals = self.ctx.signals()
+        return self.signals
+
+    def _excluded(self, given_up: frozenset[tuple[str, str]]) -> set[tuple[str, str]]:
+        return self.ctx.in_flight | self.deferred | given_up
+
+    def _targets(self, decisions: list[Decision], given_up: frozenset[tuple[str, str]],
+                 ) -> tuple[CancelTarget, ...]:
+        return plan_cancels(decisions, max_cancels=self.limit, dry_run=False, paused=False,
+                            in_flight=self._excluded(given_up)).targets
+
+    def estimate(self, books: Mapping[str, tuple[BookOrder, ...]]) -> None:
+        """Count each account's matches, at this sweep's instant, on a recent read."""
+        rules, ctx = self.ctx.rules, self.ctx
+        counts = {}
+        for account, orders in books.items():
+            decisions = evaluate(orders, rules, self.now, ctx.calendar, self.boards,
+                                 self._signals())
+            counts[account] = len(self._targets(decisions,
+                                                _given_up(decisions, self.unconfirmed)))
+        self.gate.estimates = counts
+
+    def arrive(self, account: str, orders: tuple[BookOrder, ...]) -> None:
+        """A fresh book: kept for the next critical sweep's estimate, and evaluated now if
+        this sweep starts accounts as they arrive."""
+        self.ctx.recent.put(account, orders)
+        if self.gate.estimates:
+            self._evaluate(account, orders)
+            self._start_ready()
+        else:
+            self.waiting[account] = orders
+
+    def settle(self, snapshot: Snapshot) -> None:
+        """Every book is in or given up: evaluate what waited, count nothing for the accounts
+        not read, and start what the breaker lets."""
+        for account in sorted(self.waiting):
+            self._evaluate(account, self.waiting[account])
+        self.waiting.clear()
+        for account, _ in snapshot.failures:
+            self.gate.drop(account)
+        self._start_ready()
+
+    def _evaluate(self, account: str, orders: tuple[BookOrder, ...]) -> None:
+        ctx = self.ctx
+        decisions = evaluate(orders, ctx.rules, self.now, ctx.calendar, self.boards,
+                             self._signals())
+        _log_decisions(self.log, decisions)
+        given_up = _given_up(decisions, self.unconfirmed)
+        _log_given_up(self.log, decisions, given_up, self.unconfirmed)
+        self.given_up |= given_up
+        self.decisions[account] = decisions
+        self.gate.read(account, len(self._targets(decisions, given_up)))
+
+    def _start_ready(self) -> None:
+        if self.watch.error is not None:
+            return  # the journal failed: nothing more starts (see _JournalWatch)
+        for account in self.gate.ready():
+            self._start(account)
+
+    def _start(self, account: str) -> None:
+        """Plan, journal, claim and send one account's cancels, with no await in between: a
+        sweep that overlaps this one (a poll beside a fixed-time sweep) must see them as in
+        flight, or both would send a cancel for the same order. Record before you act: the
+        decisions are journaled before any DELETE can leave."""
+        ctx, decisions = self.ctx, self.decisions[account]
+        plan = plan_cancels(decisions, max_cancels=self.limit, dry_run=self.dry,
+                            paused=ctx.paused, in_flight=self._excluded(self.given_up))
+        try:
+            ctx.journal.decisions(self.sweep_id, _decision_rows(decisions, plan))
+        except JournalError as exc:
+            self.watch.failed(exc, "decisions")
+            return
+        self.plans[account] = plan
+        claimed = {t.key for b in plan.batches for t in b}
+        ctx.in_flight.update(claimed)
+        self.claimed |= claimed
+        if plan.batches:
+            self.runs[account] = asyncio.ensure_future(_account_run(
+                ctx, self.log, self.sweep_id, account, plan.batches,
+                self.rank.get(account, len(self.rank)), self.failures, self.watch))
+
+    async def wind_down(self) -> None:
+        """Wait for every account run started: nothing is left on the wire."""
+        if self.runs:
+            await asyncio.gather(*self.runs.values(), return_exceptions=True)
+
+    def all_decisions(self) -> list[Decision]:
+        return [d for a in sorted(self.decisions) for d in self.decisions[a]]
+
+    def plan(self) -> CancelPlan:
+        """The sweep's plan as it came to be: every target, the batches that started, and why
+        the rest did not. Journals the decisions of the accounts the breaker never started."""
+        targets: list[CancelTarget] = []
+        batches: list[tuple[CancelTarget, ...]] = []
+        blocked: str | None = None
+        for account in sorted(self.decisions):
+            plan = self.plans.get(account)
+            if plan is None:
+                targets.extend(self._targets(self.decisions[account], self.given_up))
+                continue
+            targets.extend(plan.targets)
+            batches.extend(plan.batches)
+            blocked = blocked or plan.blocked
+        tripped = self.gate.tripped
+        if tripped:
+            blocked = (f"circuit breaker: {self.gate.total} matches > max_cancels_per_sweep "
+                       f"{self.limit}")
+        out = CancelPlan(tuple(targets), tuple(batches), blocked, tripped=tripped)
+        for account in sorted(self.decisions):
+            if account not in self.plans and self.watch.error is None:
+                self.watch.write("decisions", self.ctx.journal.decisions, self.sweep_id,
+                                 _decision_rows(self.decisions[account], out))
+        return out
 
 
 def _finish_aborted(ctx: SweepContext, sweep_id: int, log: Log, exc: BaseException) -> None:
@@ -365,36 +520,36 @@ async def _account_run(ctx: SweepContext, log: Log, sweep_id: int, account: str,
     return run
 
 
-async def _act(ctx: SweepContext, trigger: str, log: Log, t0: float, now: datetime,
-               sweep_id: int, dry: bool, snapshot: Snapshot, decisions: list[Decision],
-               plan: CancelPlan, deferred: frozenset[tuple[str, str]],
-               given_up: frozenset[tuple[str, str]], watch: _JournalWatch) -> SweepReport:
-    """Send, confirm, release and record what ``plan`` says; the report of the sweep."""
+async def _finish(ctx: SweepContext, trigger: str, log: Log, t0: float, now: datetime,
+                  sweep_id: int, dry: bool, snapshot: Snapshot, stage: _Stage,
+                  watch: _JournalWatch) -> SweepReport:
+    """Wait for every account run, then record what the sweep came to: its report."""
     rules = ctx.rules
+    plan = stage.plan()
+    decisions = stage.all_decisions()
     if plan.tripped:
         by_rule = Counter(r for t in plan.targets for r in t.rules)
+        late = {}
+        if plan.batches:
+            # Orders placed after the pre-read pushed the count over once some accounts had
+            # started: those go on (they were within the limit), no other account starts.
+            late = {"late": True, "started": plan.to_send, "accounts_started": sorted(
+                {b[0].order.account for b in plan.batches})}
         log.error("breaker.tripped", matches=len(plan.targets),
-                  limit=rules.limits.max_cancels_per_sweep, rules=dict(by_rule))
+                  limit=rules.limits.max_cancels_per_sweep, rules=dict(by_rule), **late)
     elif plan.blocked and plan.targets:
         log.info("cancel.skipped", reason=plan.blocked, would_cancel=len(plan.targets))
 
     sent: list[SendResult] = []
     outcomes: list[Outcome] = []
     releases: list[CashRelease] = []
-    if plan.batches:
-        # Each account's cancels go out as soon as the plan is made, every account at once:
+    if stage.runs:
+        # Each account's cancels went out as soon as it was decided, every account at once:
         # one slow or failing account (its cash, a batch that must be proved before a resend,
         # its confirmation) never holds another's back. The budget (guard.broker.budget)
         # orders their requests: cancels first, by the order of rules.yaml's accounts.
-        rank = {a: i for i, a in enumerate(rules.accounts)}
-        batches: dict[str, list[tuple[CancelTarget, ...]]] = {}
-        for batch in plan.batches:
-            batches.setdefault(batch[0].order.account, []).append(batch)
-        failures: list[Exception] = []  # shared: one journal failure stops every account
-        runs = await asyncio.gather(*(
-            _account_run(ctx, log, sweep_id, account, tuple(items), rank.get(account, len(rank)),
-                         failures, watch)
-            for account, items in batches.items()), return_exceptions=True)
+        order = sorted(stage.runs)
+        runs = await asyncio.gather(*(stage.runs[a] for a in order), return_exceptions=True)
         problems = [r for r in runs if isinstance(r, BaseException)]
         done = [r for r in runs if isinstance(r, _AccountRun)]
         for run in done:
@@ -428,6 +583,7 @@ async def _act(ctx: SweepContext, trigger: str, log: Log, t0: float, now: dateti
         result = "ok"
     else:
         result = "incomplete"
+    deferred, given_up = stage.deferred, stage.given_up
     if (snapshot.failures or deferred or given_up) and result in ("ok", "nothing_to_do",
                                                                     "dry_run"):
         # An account that was not read was not guarded, a deferred intent (a dead process's

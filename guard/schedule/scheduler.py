@@ -86,15 +86,21 @@ class SchedulerDriver:
         return {job.id: job.next_run_time + self.offset for job in self.scheduler.get_jobs()
                 if job.next_run_time is not None}
 
-    def critical_due(self, now: datetime, within: timedelta) -> str | None:
-        """The id of a critical job (pre-close, ``at``) due in ``[now, now + within]``, market
-        time, if any: a poll started now would spend the request budget that job needs full
-        at its second (and hold the sweep lock it must wait for)."""
+    def next_critical(self, now: datetime) -> tuple[str, datetime] | None:
+        """The first critical job (pre-close, ``at``) due at or after ``now``, market time:
+        its id and when."""
         for job_id, fire in sorted(self.next_fire_times().items(), key=lambda kv: kv[1]):
             spec = self._specs.get(job_id)
-            if spec is not None and spec.critical and now <= fire <= now + within:
-                return job_id
+            if spec is not None and spec.critical and now <= fire:
+                return job_id, fire
         return None
+
+    def critical_due(self, now: datetime, within: timedelta) -> str | None:
+        """The id of a critical job due in ``[now, now + within]``, market time, if any: a
+        poll started now would spend the request budget that job needs full at its second
+        (and hold the sweep lock it must wait for)."""
+        due = self.next_critical(now)
+        return due[0] if due is not None and due[1] <= now + within else None
 
     def pause(self) -> None:
         """Fire nothing more; a running job goes on."""

@@ -42,7 +42,7 @@ from guard.service.health import Health, write_status
 from guard.service.notify import Notifier
 from guard.service.panic import CancelAll, PanicResult, press
 from guard.service.runtime import check_holiday_data
-from guard.snapshot.fetch import take_snapshot
+from guard.snapshot.fetch import pre_read, take_snapshot
 from guard.snapshot.heartbeat import HeartbeatCheck, HeartbeatWatch
 from guard.sweep import SweepContext, SweepReport, run_sweep
 
@@ -57,6 +57,13 @@ REAUTH_REPEAT_S = 300.0  # repeat the re-auth error every 5 minutes, not every p
 RECOVERY_PROBE_S = 5.0  # how often a degraded daemon asks the broker again
 RECOVERY_TICK_S = 0.5  # how often it looks (locally, no request) for a new `ssi-guard login`
 FAILURES_BEFORE_DEGRADED = 3
+# Every book is read this long before a critical job, at the budget's lowest priority, and
+# abandoned if still unfinished PRE_READ_STOP before it (the budget then refills before the
+# second): the critical sweep estimates its breaker from these reads and starts each account
+# as soon as its fresh book is in (guard.act.breaker).
+PRE_READ_LEAD = timedelta(seconds=8)
+PRE_READ_STOP = timedelta(seconds=2)
+PRE_READ_TICK_S = 0.5  # how often the pre-read loop looks at the schedule (a reload moves it)
 HEARTBEAT_TICK_S = 1.0  # heartbeat files are looked at least this often, whatever poll_every
 HEARTBEAT_RESWEEP_S = 2.0  # while one is stale, sweep this often (orders placed meanwhile)
 
@@ -523,6 +530,47 @@ class Daemon:
     def _token_mtime(self) -> float:
         return self.ctx.broker.session_changed_at()
 
+    async def pre_read_loop(self) -> None:
+        """Read every book ``PRE_READ_LEAD`` before each critical job (pre-close, ``at``),
+        once per fire time. Reads only: the critical sweep still decides every cancel from
+        books read at or after its second; these reads only bound its breaker early."""
+        done: datetime | None = None
+        while not self.stopping:
+            wait = PRE_READ_TICK_S
+            due = None if self.driver is None else self.driver.next_critical(self.ctx.clock())
+            if due is not None and due[1] != done:
+                job_id, fire = due
+                left = fire - self.ctx.clock()
+                if PRE_READ_STOP < left <= PRE_READ_LEAD and not self.needs_login:
+                    done = fire
+                    await self._pre_read(job_id, (left - PRE_READ_STOP).total_seconds())
+                    continue
+                wait = max(0.0, min(wait, (left - PRE_READ_LEAD).total_seconds()))
+            await self._pause(wait)
+
+    async def _pre_read(self, job_id: str, within_s: float) -> None:
+        ctx = self.ctx
+        accounts = list(ctx.rules.accounts)
+        day = ctx.clock().astimezone(EXCHANGE_TZ).date()
+        async def reads() -> int:
+            await ctx.broker.ensure_session()
+            return await pre_read(ctx.broker, accounts, day, ctx.recent, self.log)
+
+        try:
+            read = await asyncio.wait_for(reads(), timeout=within_s)
+        except TimeoutError:
+            # The books already in keep their estimate; the others count as unknown, and the
+            # sweep waits for their fresh reads before it lets anything start.
+            self.log.warning("book.pre_read_slow", job=job_id, within_s=round(within_s, 3))
+            return
+        except GuardError as exc:  # a lost session too: the sweep itself says so
+            self.log.warning("book.pre_read_failed", job=job_id, error=str(exc))
+            return
+        except Exception as exc:  # a bug must not end the loop: the sweep runs exact
+            self.log.exception("book.pre_read_crashed", job=job_id, error=type(exc).__name__)
+            return
+        self.log.info("book.pre_read", job=job_id, accounts=read, of=len(accounts))
+
     async def recovery_loop(self) -> None:
         """While re-authentication is required, watch for a new login and resume by itself.
 
@@ -697,6 +745,7 @@ async def _serve(rules_path: str, force_dry_run: bool, metrics_port: int | None 
                 asyncio.create_task(daemon.watchdog_loop()),
                 asyncio.create_task(daemon.recovery_loop()),
                 asyncio.create_task(daemon.heartbeat_loop()),
+                asyncio.create_task(daemon.pre_read_loop()),
             ]
             if not daemon.stopping:
                 daemon.driver.start(daemon.jobs)

@@ -45,7 +45,9 @@ async def read_books(reader: BookReader, wanted: Mapping[str, date], log: Log, *
                      event: str = "book.read_failed", level: str = "warning",
                      priority: Priority | None = None, straggler_s: float | None = None,
                      queued: Callable[[], int] = lambda: 0,
-                     patient: Collection[str] = ()) -> Books:
+                     patient: Collection[str] = (),
+                     on_read: Callable[[str, tuple[BookOrder, ...]], None] | None = None,
+                     ) -> Books:
     """Read every account of ``wanted`` (account -> exchange date) concurrently.
 
     ``priority``: the budget's priority for these reads, accounts ranked in ``wanted``'s order.
@@ -55,6 +57,8 @@ async def read_books(reader: BookReader, wanted: Mapping[str, date], log: Log, *
     reason and logged as ``book.read_slow`` (its reads are abandoned: reads only, nothing to
     undo). While an account of ``patient`` (cut off last time) is still unread there is no
     cut-off: a steadily slow account is read in full every other sweep, never starved.
+    ``on_read(account, orders)`` is called as each book arrives, before the others are in
+    (a critical sweep starts that account's cancels from it).
     """
     rank = {a: i for i, a in enumerate(wanted)}
 
@@ -62,10 +66,13 @@ async def read_books(reader: BookReader, wanted: Mapping[str, date], log: Log, *
         spend = nullcontext() if priority is None else spending(priority, rank[account])
         try:
             with spend:
-                return await reader.orders(account, day)
+                book = await reader.orders(account, day)
         except BrokerError as exc:
             getattr(log, level)(event, account=account, error=str(exc))
             return str(exc)
+        if on_read is not None:
+            on_read(account, book)
+        return book
 
     tasks = {asyncio.ensure_future(one(a, d)): a for a, d in wanted.items()}
     pending = set(tasks)
