@@ -6,8 +6,8 @@ reads of every account draw on that one budget, so when they compete the order m
 batch of cancels ready to go must not wait behind a confirmation read of another account, and
 the pages a decision waits for must not wait behind a cash read taken after the sweep.
 
-``Budget`` is a token bucket (``rate`` per second, burst ``rate``, as the SDK's own limiter)
-whose waiters are served by priority, then by account rank (the order of ``accounts`` in
+``Budget`` is a token bucket (``rate`` per second, burst one less: see ``Budget``) whose
+waiters are served by priority, then by account rank (the order of ``accounts`` in
 rules.yaml), then first come first served. The SDK's limiter stays behind it, unchanged: it
 still follows the server's ``X-RateLimit-*`` headers and waits out a 429, so the budget only
 decides *which* request goes next, never lets more go than the SDK would.
@@ -82,13 +82,23 @@ def spending(priority: Priority, rank: int = 0) -> Iterator[None]:
 
 
 class Budget:
-    """A priority-ordered token bucket: ``rate`` requests per second, burst ``rate``; a rate
-    of 0 or less is unlimited."""
+    """A priority-ordered token bucket: ``rate`` requests per second, burst ``burst``
+    (default one less than ``rate``); a rate of 0 or less is unlimited.
 
-    def __init__(self, rate: float, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+    Why the smaller burst: the server meters arrivals and answers ``X-RateLimit-Remaining``
+    as a whole number, and at 0 the SDK rests a full second. A full burst of ``rate`` lands
+    together, and the next request, one token later, then finds the server's bucket just under
+    one when the burst arrived a few milliseconds late: "0", and a second lost at exactly the
+    moment a pre-close sweep is sending. One token of margin absorbs up to 1/rate seconds of
+    such jitter.
+    """
+
+    def __init__(self, rate: float, *, burst: float | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.rate = float(rate)
+        self.burst = float(burst if burst is not None else max(1.0, self.rate - 1.0))
         self._now = monotonic
-        self._tokens = self.rate
+        self._tokens = self.burst
         self._last = monotonic()
         self._waiters: list[tuple[int, int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
@@ -102,9 +112,9 @@ class Budget:
         return sum(1 for *_, f in self._waiters if not f.done())
 
     def full(self) -> bool:
-        """Whether a burst of ``rate`` requests could go at once now."""
+        """Whether a whole burst could go at once now."""
         self._refill()
-        return self.rate <= 0 or (self._tokens >= self.rate - 1e-9 and not self.waiting
+        return self.rate <= 0 or (self._tokens >= self.burst - 1e-9 and not self.waiting
                                   and self._now() >= self._pause_until)
 
     def pause(self, seconds: float) -> None:
@@ -142,7 +152,7 @@ class Budget:
 
     def _refill(self) -> None:
         now = self._now()
-        self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
         self._last = now
 
     def _pump(self) -> None:

@@ -36,6 +36,13 @@ _TEXTS: Final[Mapping[str, tuple[str, str]]] = {
         "cancelled (by rule: {by_rule})",
         "Cầu dao ngắt: cần hủy {matches} lệnh, vượt giới hạn {limit} lệnh mỗi lượt quét; "
         "không lệnh nào bị hủy (theo quy tắc: {by_rule})"),
+    "circuit_breaker.late": (
+        "circuit breaker: {matches} cancels wanted, limit {limit} per sweep; orders placed after "
+        "the pre-read pushed the count over once {started} cancels had started (accounts "
+        "{accounts}); no other cancel was sent (by rule: {by_rule})",
+        "Cầu dao ngắt: cần hủy {matches} lệnh, vượt giới hạn {limit} lệnh mỗi lượt quét; các "
+        "lệnh đặt sau lần đọc trước đã đẩy số lệnh vượt giới hạn khi {started} lệnh hủy đã được "
+        "gửi (tài khoản {accounts}); không lệnh hủy nào khác được gửi (theo quy tắc: {by_rule})"),
     "sweep_failed": (
         "sweep {job} failed: {error}",
         "Lượt quét {job} thất bại: {error}"),

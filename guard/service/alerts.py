@@ -325,9 +325,19 @@ class AlertRules(Observer):
         elif kind == "breaker.tripped":
             rules = event.get("rules") or {}
             by_rule = ", ".join(f"{r}={n}" for r, n in dict(rules).items())
-            a.fire("circuit_breaker", say("circuit_breaker", matches=event.get("matches"),
-                                          limit=event.get("limit"), by_rule=by_rule),
-                   matches=event.get("matches"), limit=event.get("limit"), rules=dict(rules))
+            late: dict[str, Any] = {}
+            if event.get("late"):  # some accounts had started: say how many cancels went
+                late = {"started": event.get("started"),
+                        "accounts_started": list(event.get("accounts_started") or ())}
+                text = say("circuit_breaker.late", matches=event.get("matches"),
+                           limit=event.get("limit"), started=late["started"],
+                           accounts=", ".join(str(x) for x in late["accounts_started"]),
+                           by_rule=by_rule)
+            else:
+                text = say("circuit_breaker", matches=event.get("matches"),
+                           limit=event.get("limit"), by_rule=by_rule)
+            a.fire("circuit_breaker", text, matches=event.get("matches"),
+                   limit=event.get("limit"), rules=dict(rules), **late)
         elif kind in ("sweep.failed", "sweep.crashed"):
             a.fire("sweep_failed", say("sweep_failed", job=event.get("job"),
                                        error=event.get("error")),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["Admission", "TokenBuckets"]
@@ -22,8 +23,10 @@ class Admission:
 class TokenBuckets:
     """``rate`` requests per second per key, with a burst of ``rate``; 0 disables limiting."""
 
-    def __init__(self, rate: int = 10) -> None:
+    def __init__(self, rate: int = 10, *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
+        self._now = monotonic
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill)
         self._lock = threading.Lock()
         self.refused = 0
@@ -31,7 +34,7 @@ class TokenBuckets:
     def admit(self, key: str) -> Admission:
         if self.rate <= 0:
             return Admission(True, 0, 0, 0.0)
-        now = time.monotonic()
+        now = self._now()
         with self._lock:
             tokens, last = self._buckets.get(key, (float(self.rate), now))
             tokens = min(float(self.rate), tokens + (now - last) * self.rate)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from kit.ops import Receiver
 
 from guard.report.i18n import Language
@@ -181,3 +182,23 @@ def test_the_webhook_gets_vietnamese_text_and_english_keys() -> None:
     assert (second["condition"], second["state"], second["summary"]) == (
         "heartbeat_lost", "resolved", "Tín hiệu sống của quy tắc strategy-a đã trở lại sau "
         "30 giây")
+
+
+@pytest.mark.parametrize(("language", "words"), [
+    ("en", ("27 cancels wanted, limit 20", "once 11 cancels had started",
+            "accounts 0010101, 0010201", "no other cancel was sent")),
+    ("vi", ("cần hủy 27 lệnh, vượt giới hạn 20", "khi 11 lệnh hủy đã được gửi",
+            "tài khoản 0010101, 0010201", "không lệnh hủy nào khác được gửi")),
+])
+def test_a_late_trip_says_how_many_cancels_had_started_not_that_none_were(
+        language: Language, words: tuple[str, ...]) -> None:
+    alerter, watch = rules(language)
+    watch.observe({"event": "breaker.tripped", "matches": 27, "limit": 20,
+                   "rules": {"pull-before-atc": 27}, "late": True, "started": 11,
+                   "accounts_started": ["0010101", "0010201"]})
+    [alert] = alerter.sent
+    assert alert.condition == "circuit_breaker" and alert.state == "firing"
+    assert all(w in alert.summary for w in words), alert.summary
+    assert "nothing was cancelled" not in alert.summary
+    assert "không lệnh nào bị hủy" not in alert.summary
+    assert alert.details["started"] == 11
