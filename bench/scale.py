@@ -22,15 +22,17 @@ Two figures per case:
    short, here empty, page that ends a book of a multiple of 1,000: that request is not in
    the floor). Target <= 1.3x.
 2. **Pre-close**: a ``before_close: 5m`` rule (FPT orders, HOSE) fired by the guard's own
-   scheduler at 14:25:00 market time on a clock that runs in real time; the figure is the
-   first DELETE's arrival at the simulator after that second, by the simulator's clock.
-   Target <= 1.0 s. One FPT order per account is placed 0.5 s before the second; the figure
-   counts only if the sweep cancels it.
+   scheduler at 14:25:00 market time on a clock that runs in real time, through the daemon's
+   own ``fire`` and its pre-read loop (every book read ``PRE_READ_LEAD`` before the second);
+   the figure is the first DELETE's arrival at the simulator after that second, by the
+   simulator's clock. Target <= 1.0 s. One FPT order per account is placed 0.5 s before the
+   second, after the pre-read; the figure counts only if the sweep cancels it.
 
 The guard is warm, as a running daemon is: logged in, the day's master data and account
-types read, each book read once before (so it knows how many pages to ask for at once), and
-then no request for at least 1.1 s (the budget's burst is full, as the daemon keeps it before
-a critical job). Request counts are the simulator's, per figure.
+types read, each book read once before (so it knows how many pages to ask for at once); the
+pre-read ends seconds before the second, and no request goes in the second before it (the
+budget's burst is full, as the daemon keeps it before a critical job). Request counts are
+the simulator's, per figure, from the second on.
 
 Exit status: 1 if a target is missed or any stale order is left open or cancelled twice.
 """
@@ -437,13 +439,15 @@ def main(argv: list[str] | None = None) -> int:
         # book of a multiple of 1,000 included), then the first account's cash (2) and its
         # first batch, at the guard's pace with a full burst. With the pre-read, the first
         # account's pages, cash and batch are all that come first.
+        from guard.broker.budget import Budget
         from guard.broker.client import DEFAULT_RATE_LIMIT as pace
 
+        burst = int(Budget(pace).burst)
         need = case.accounts * (case.orders // PAGE + 1) + 3
-        bound = max(0.0, (need - pace) / pace)
-        print(f"  {case.label()} pre-close: {pc['pre_read_books']} book reads in the daemon's "
+        bound = max(0.0, (need - burst) / pace)
+        print(f"  {case.label()} pre-close: {pc['pre_read_books']} books read in the daemon's "
               f"pre-read before the second; if every page had to be read first: at least "
-              f"{bound:.2f} s ({need} requests, burst {pace}, {pace}/s); "
+              f"{bound:.2f} s ({need} requests, burst {burst}, {pace}/s); "
               f"{pc['targets']} targets, outcomes {pc['outcomes']}, "
               f"first cancel call +{pc['first_cancel_s']:.3f} s after the job fired, whole "
               f"sweep {pc['sweep_s']:.2f} s, result {pc['result']}; no request for "

@@ -61,8 +61,9 @@ class SweepContext:
     ``owns_state`` is false for a guard that runs without the state lock (``check``): it may
     run beside a live guard, so it must not reconcile that guard's open intents (they may be
     cancels still on the wire), and it never sends.
-    ``signals`` is asked once per sweep, after the books are read, for the heartbeat rules
-    that are stale at that moment (rule name -> why); see ``guard.snapshot.heartbeat``.
+    ``signals`` is asked once per sweep for the heartbeat rules that are stale at that moment
+    (rule name -> why; see ``guard.snapshot.heartbeat``): after the books are read, or, in a
+    critical sweep that estimates from ``recent`` reads, before.
     """
 
     broker: BrokerPort

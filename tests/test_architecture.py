@@ -27,6 +27,7 @@ PURE_CORE = (
     "guard.market",
     "guard.evaluate",
     "guard.act.plan",
+    "guard.act.breaker",
     "guard.schedule.triggers",
 )
 IO_MODULES = ("aiohttp", "httpx", "sqlite3", "socket", "subprocess", "requests", "ssi_sdk",
