@@ -23,6 +23,7 @@ from guard.service.daemon import PRE_READ_LEAD, PRE_READ_STOP, Daemon
 from guard.service.notify import Notifier
 from guard.service.runtime import open_guard
 from guard.simulator.control import Simulator
+from guard.simulator.faults import Fault
 
 ACCOUNTS = tuple(f"002{i:02d}01" for i in range(12))
 SECOND = datetime(2026, 11, 23, 14, 25, 0, tzinfo=EXCHANGE_TZ)
@@ -95,3 +96,48 @@ def test_the_daemon_reads_every_book_before_the_second_and_starts_cancelling_at_
         assert clock.at(first) - SECOND <= timedelta(seconds=1.0), clock.at(first) - SECOND
         assert any(r.at > first for r in at_second)
         assert sim.order(late[0]).status == "CL"
+
+
+def test_a_pre_read_too_slow_for_one_account_leaves_it_unbounded_and_the_sweep_waits_for_it(
+        tmp_path: Path) -> None:
+    # Started 20 s before the second: the start poll's reads are too old (15 s) to count.
+    clock = RunningClock(SECOND - timedelta(seconds=20))
+    slow = ACCOUNTS[-1]
+    with Simulator(clock=clock, key_bits=1024, cancel_delay=0.05,
+                   accounts=ACCOUNTS) as sim:
+        opened = [sim.seed_order(a, "FPT", "B", 95_000, 100, age=timedelta(minutes=2))
+                  for a in ACCOUNTS]
+        path = write_rules(tmp_path, RULES)
+        env = {**sim.env(), "SSI_GUARD_STATE_DIR": str(tmp_path / "state")}
+
+        async def scenario() -> None:
+            async with recording() as log, open_guard(path, env=env, clock=clock) as ctx:
+                daemon = Daemon(ctx, path, notifier=Notifier({}))
+                await daemon.start()
+                daemon.driver = SchedulerDriver(daemon.fire, daemon.log,
+                                                offset=clock() - system_clock())
+                daemon.driver.start(daemon.jobs)
+                loop = asyncio.create_task(daemon.pre_read_loop())
+                try:
+                    # The polls are over; the next read of the slow account's book (the
+                    # pre-read's, at second - 8 s) takes 7 s.
+                    await until(lambda: clock() >= SECOND - timedelta(seconds=9), 15)
+                    assert not daemon._sweep_lock.locked()
+                    sim.inject(Fault("latency", "GET", BOOK, seconds=7.0, account=slow))
+                    await until(lambda: all(sim.order(o).status == "CL" for o in opened), 30)
+                finally:
+                    daemon.request_stop()
+                    await asyncio.wait_for(loop, 5)
+                    await daemon.drain()
+                    daemon.driver.shutdown()
+                assert log.named("book.pre_read_slow") and not log.named("book.pre_read")
+
+        asyncio.run(scenario())
+        reqs = sorted(sim.requests, key=lambda r: r.at)
+        second = next(r.at for r in reqs if clock.at(r.at) >= SECOND)
+        first = min(r.at for r in reqs if r.method == "DELETE" and r.path in (BATCH, SINGLE))
+        fresh_slow = [r for r in reqs if r.path == BOOK and r.at >= second
+                      and r.query["accountNo"] == slow]
+        # No estimate for it: nothing started before its fresh book was read.
+        assert fresh_slow and fresh_slow[0].answered_at is not None
+        assert fresh_slow[0].answered_at <= first
