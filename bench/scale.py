@@ -50,7 +50,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -122,8 +121,8 @@ def _offset_for(market: datetime) -> timedelta:
 async def _guard(env: dict[str, str], accounts: list[str], phase: str,
                  offset_s: float, state: str) -> dict[str, Any]:
     import structlog
+    from timed import timed_broker
 
-    from guard.broker.client import Broker
     from guard.broker.tokens import TokenCache
     from guard.config.loader import load_rules_text
     from guard.market.holidays import build_calendar
@@ -136,19 +135,7 @@ async def _guard(env: dict[str, str], accounts: list[str], phase: str,
 
     spans: list[tuple[str, float, float]] = []
 
-    class TimedBroker(Broker):
-        async def _timed(self, name: str, call: Awaitable[Any]) -> Any:
-            t = time.monotonic()
-            try:
-                return await call
-            finally:
-                spans.append((name, t, time.monotonic()))
-
-        async def orders(self, account: str, day: Any) -> Any:
-            return await self._timed("book", super().orders(account, day))
-
-        async def cancel_batch(self, items: Any) -> Any:
-            return await self._timed("cancel", super().cancel_batch(items))
+    TimedBroker = timed_broker(spans)
 
     listed = ", ".join(f'"{a}"' for a in accounts)
     text = (RULES_SWEEP if phase == "sweep" else RULES_PRECLOSE).format(accounts=listed)
@@ -214,6 +201,7 @@ async def _guard(env: dict[str, str], accounts: list[str], phase: str,
         before = [s for s in spans if s[1] < t0]
         if before:
             idle = t0 - max(s[2] for s in before)
+        before = [s for s in before if s[0] == "book"]
         spans[:] = [s for s in spans if s[1] >= t0]
         books = [s for s in spans if s[0] == "book"]
         cancels = [s for s in spans if s[0] == "cancel"]

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -217,8 +217,8 @@ async def _seed_flow(env: dict[str, str]) -> dict[str, Any]:
 
 async def _guard_flow(env: dict[str, str], n: int) -> dict[str, Any]:
     import structlog
+    from timed import timed_broker
 
-    from guard.broker.client import Broker
     from guard.clock import FakeClock
     from guard.config.loader import load_rules_text
     from guard.market.holidays import build_calendar
@@ -228,33 +228,7 @@ async def _guard_flow(env: dict[str, str], n: int) -> dict[str, Any]:
 
     spans: list[tuple[str, float, float]] = []
 
-    class TimedBroker(Broker):
-        """The guard's Broker, with each call's start and end recorded."""
-
-        async def _timed(self, name: str, call: Awaitable[Any]) -> Any:
-            t = time.monotonic()
-            try:
-                return await call
-            finally:
-                spans.append((name, t, time.monotonic()))
-
-        async def ensure_session(self) -> None:
-            await self._timed("session", super().ensure_session())
-
-        async def orders(self, account: str, day: Any) -> Any:
-            return await self._timed("book", super().orders(account, day))
-
-        async def cash(self, account: str) -> Any:
-            return await self._timed("cash", super().cash(account))
-
-        async def master_data(self, day: Any) -> Any:
-            return await self._timed("master", super().master_data(day))
-
-        async def cancel_batch(self, items: Any) -> Any:
-            return await self._timed("cancel", super().cancel_batch(items))
-
-        async def cancel_one(self, account: str, order_id: str) -> Any:
-            return await self._timed("cancel", super().cancel_one(account, order_id))
+    TimedBroker = timed_broker(spans)
 
     with tempfile.TemporaryDirectory() as tmp:
         rules = load_rules_text(RULES.format(account=ACCOUNT, limit=max(1000, n)), "bench.yaml")
