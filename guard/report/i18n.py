@@ -119,6 +119,11 @@ _TEXTS: Final[Mapping[str, tuple[str, str]]] = {
     "report.trips": ("Circuit breaker trips: {n}", "Số lần ngắt cầu dao: {n}"),
     "report.trip": ("  {at}: {matches} cancels wanted, limit {limit}; nothing cancelled",
                     "  {at}: cần hủy {matches} lệnh, giới hạn {limit}; không hủy lệnh nào"),
+    "report.trip_late": (
+        "  {at}: {matches} cancels wanted, limit {limit}; {started} had started before the "
+        "count passed it, no more were sent",
+        "  {at}: cần hủy {matches} lệnh, giới hạn {limit}; {started} lệnh hủy đã được gửi trước "
+        "khi vượt giới hạn, không gửi thêm lệnh nào"),
     "report.missed": ("Missed sweeps: {n}", "Số lượt quét bị bỏ lỡ: {n}"),
     "report.missed_one": ("  {job} (due {scheduled})", "  {job} (đến hạn lúc {scheduled})"),
     "report.losses": ("Heartbeat losses: {n}", "Số lần mất tín hiệu sống: {n}"),

@@ -130,3 +130,23 @@ def test_an_order_given_up_on_is_one_line_and_repeated_trips_are_counted_not_lis
     assert f"Circuit breaker trips: {LISTED + 7}" in text
     assert text.count("cancels wanted, limit 200") == LISTED and "... and 7 more" in text
     assert "... và 7 lần khác" in render(summarise(DAY.date(), [], trips), "vi")
+
+
+def test_a_late_trip_is_not_reported_as_nothing_cancelled() -> None:
+    """A pre-close whose count passed the limit after some accounts had started: the report
+    says how many had started, in both languages, and never "nothing cancelled"."""
+    from guard.record.journal import EventRow
+
+    trips = [EventRow("breaker.tripped", DAY.replace(hour=14, minute=25), None, None,
+                      {"matches": 27, "limit": 20, "late": True, "started": 11,
+                       "accounts_started": ["0001234"]}),
+             EventRow("breaker.tripped", DAY.replace(hour=14, minute=26), None, None,
+                      {"matches": 250, "limit": 200})]
+    en = render(summarise(DAY.date(), [], trips), "en")
+    assert "14:25:00: 27 cancels wanted, limit 20; 11 had started before the count passed it, " \
+           "no more were sent" in en
+    assert "14:26:00: 250 cancels wanted, limit 200; nothing cancelled" in en
+    assert en.count("nothing cancelled") == 1
+    vi = render(summarise(DAY.date(), [], trips), "vi")
+    assert "11 lệnh hủy đã được gửi trước khi vượt giới hạn" in vi
+    assert vi.count("không hủy lệnh nào") == 1
