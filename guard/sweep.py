@@ -240,7 +240,7 @@ async def run_sweep(ctx: SweepContext, trigger: str, *, critical: bool = False) 
             boards = await ctx.boards.for_day(day, rules.boards, log)
             midnight = now.astimezone(EXCHANGE_TZ).replace(hour=0, minute=0, second=0,
                                                            microsecond=0)
-            stage = _Stage(ctx, log, sweep_id, now, dry, boards, deferred,
+            stage = _Stage(ctx, log, sweep_id, now, dry, rules, boards, deferred,
                            ctx.journal.unconfirmed_counts(midnight), watch, accounts)
             if critical:
                 stage.estimate(ctx.recent.within(accounts, ESTIMATE_MAX_AGE_S))
@@ -273,6 +273,7 @@ async def run_sweep(ctx: SweepContext, trigger: str, *, critical: bool = False) 
             raise
     finally:
         if stage is not None:
+            await stage.cancel_unfinished()  # only when the sweep was cancelled
             ctx.in_flight.difference_update(stage.claimed)
 
 
@@ -316,15 +317,21 @@ class _Stage:
     """
 
     def __init__(self, ctx: SweepContext, log: Log, sweep_id: int, now: datetime, dry: bool,
-                 boards: Mapping[str, Board], deferred: frozenset[tuple[str, str]],
+                 rules: RulesFile, boards: Mapping[str, Board],
+                 deferred: frozenset[tuple[str, str]],
                  unconfirmed: Mapping[tuple[str, str], int], watch: _JournalWatch,
                  accounts: list[str]) -> None:
         self.ctx, self.log, self.sweep_id, self.now, self.dry = ctx, log, sweep_id, now, dry
+        # One rule set, calendar and pause state for the whole sweep: a reload (SIGHUP) or a
+        # pause file while books are still arriving must not mix two rule sets in one sweep,
+        # nor judge orders by rules whose dry_run this sweep does not honour.
+        self.rules, self.calendar, self.paused = rules, ctx.calendar, ctx.paused
         self.boards, self.deferred, self.unconfirmed, self.watch = (boards, deferred,
                                                                      unconfirmed, watch)
-        self.limit = ctx.rules.limits.max_cancels_per_sweep
+        self.limit = rules.limits.max_cancels_per_sweep
         self.gate = BreakerGate(self.limit, tuple(accounts))
-        self.rank = {a: i for i, a in enumerate(ctx.rules.accounts)}
+        self.rank = {a: i for i, a in enumerate(rules.accounts)}
+        self.counted: dict[str, frozenset[tuple[str, str]]] = {}  # the targets the gate counted
         self.signals: Mapping[str, str] | None = None
         self.waiting: dict[str, tuple[BookOrder, ...]] = {}  # read, not yet evaluated
         self.decisions: dict[str, list[Decision]] = {}
@@ -349,10 +356,9 @@ class _Stage:
 
     def estimate(self, books: Mapping[str, tuple[BookOrder, ...]]) -> None:
         """Count each account's matches, at this sweep's instant, on a recent read."""
-        rules, ctx = self.ctx.rules, self.ctx
         counts = {}
         for account, orders in books.items():
-            decisions = evaluate(orders, rules, self.now, ctx.calendar, self.boards,
+            decisions = evaluate(orders, self.rules, self.now, self.calendar, self.boards,
                                  self._signals())
             counts[account] = len(self._targets(decisions,
                                                 _given_up(decisions, self.unconfirmed)))
@@ -379,15 +385,16 @@ class _Stage:
         self._start_ready()
 
     def _evaluate(self, account: str, orders: tuple[BookOrder, ...]) -> None:
-        ctx = self.ctx
-        decisions = evaluate(orders, ctx.rules, self.now, ctx.calendar, self.boards,
+        decisions = evaluate(orders, self.rules, self.now, self.calendar, self.boards,
                              self._signals())
         _log_decisions(self.log, decisions)
         given_up = _given_up(decisions, self.unconfirmed)
         _log_given_up(self.log, decisions, given_up, self.unconfirmed)
         self.given_up |= given_up
         self.decisions[account] = decisions
-        self.gate.read(account, len(self._targets(decisions, given_up)))
+        counted = self._targets(decisions, given_up)
+        self.counted[account] = frozenset(t.key for t in counted)
+        self.gate.read(account, len(counted))
 
     def _start_ready(self) -> None:
         if self.watch.error is not None:
@@ -401,12 +408,18 @@ class _Stage:
         flight, or both would send a cancel for the same order. Record before you act: the
         decisions are journaled before any DELETE can leave."""
         ctx, decisions = self.ctx, self.decisions[account]
+        # Only what the gate counted, and of that only what is still unclaimed: a claim
+        # another sweep released since must not add cancels the breaker never counted.
+        uncounted = {(d.order.account, d.order.order_id) for d in decisions
+                     if d.cancel} - self.counted[account]
         plan = plan_cancels(decisions, max_cancels=self.limit, dry_run=self.dry,
-                            paused=ctx.paused, in_flight=self._excluded(self.given_up))
+                            paused=self.paused,
+                            in_flight=self._excluded(self.given_up) | uncounted)
         try:
             ctx.journal.decisions(self.sweep_id, _decision_rows(decisions, plan))
         except JournalError as exc:
             self.watch.failed(exc, "decisions")
+            self.failures.append(exc)  # the accounts already sending stop too
             return
         self.plans[account] = plan
         claimed = {t.key for b in plan.batches for t in b}
@@ -414,13 +427,23 @@ class _Stage:
         self.claimed |= claimed
         if plan.batches:
             self.runs[account] = asyncio.ensure_future(_account_run(
-                ctx, self.log, self.sweep_id, account, plan.batches,
+                ctx, self.rules, self.log, self.sweep_id, account, plan.batches,
                 self.rank.get(account, len(self.rank)), self.failures, self.watch))
 
     async def wind_down(self) -> None:
         """Wait for every account run started: nothing is left on the wire."""
         if self.runs:
             await asyncio.gather(*self.runs.values(), return_exceptions=True)
+
+    async def cancel_unfinished(self) -> None:
+        """The sweep itself was cancelled: cancel the account runs still going, as a gather
+        inside the sweep would, and wait for them, so that no claim is released while a
+        run still sends (what is left open is reconciled from the journal's intents)."""
+        unfinished = [t for t in self.runs.values() if not t.done()]
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.gather(*unfinished, return_exceptions=True)
 
     def all_decisions(self) -> list[Decision]:
         return [d for a in sorted(self.decisions) for d in self.decisions[a]]
@@ -472,13 +495,12 @@ class _AccountRun:
     cause: Exception | None = None
 
 
-async def _account_run(ctx: SweepContext, log: Log, sweep_id: int, account: str,
-                       batches: tuple[tuple[CancelTarget, ...], ...], rank: int,
+async def _account_run(ctx: SweepContext, rules: RulesFile, log: Log, sweep_id: int,
+                       account: str, batches: tuple[tuple[CancelTarget, ...], ...], rank: int,
                        failures: list[Exception], watch: _JournalWatch) -> _AccountRun:
     """One account's cancels: cash before (its cancels wait for it, so it spends at their
     priority), send, confirm, journal the outcomes, then cash after (at the lowest priority:
     nothing waits for it)."""
-    rules = ctx.rules
     targets = tuple(t for b in batches for t in b)
     with spending(Priority.CANCEL, rank):
         # Only a measurement: each of its requests gets CASH_BEFORE_S once the budget lets
@@ -525,7 +547,7 @@ async def _finish(ctx: SweepContext, trigger: str, log: Log, t0: float, now: dat
                   sweep_id: int, dry: bool, snapshot: Snapshot, stage: _Stage,
                   watch: _JournalWatch) -> SweepReport:
     """Wait for every account run, then record what the sweep came to: its report."""
-    rules = ctx.rules
+    rules = stage.rules
     plan = stage.plan()
     decisions = stage.all_decisions()
     if plan.tripped:

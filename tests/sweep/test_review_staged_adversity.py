@@ -20,6 +20,7 @@ import pytest
 from kit import BATCH, BOOK, FRESH, SINGLE
 from kit.disk import fill, small_disk
 from kit.log import Recorder
+from kit.ops import until
 from kit.sweep import Guard, assert_no_double_cancel, assert_one_outcome_per_intent, at
 
 from guard.errors import JournalError, ReauthRequired
@@ -325,3 +326,110 @@ def test_three_sweeps_of_one_guard_at_the_second_cancel_each_order_once(
     assert all(r.result in ("ok", "nothing_to_do") for r in reports)
     assert_one_outcome_per_intent(guard.journal_path)
     assert_no_double_cancel(sim)
+
+
+# ---- one rule set, one pause state per sweep (review findings, fixed) -----------------------
+
+WIDER_DRY = rules().replace('symbols: ["FPT"]', 'symbols: ["FPT", "VNM"]').replace(
+    "dry_run: false", "dry_run: true")
+
+
+def test_a_reload_to_a_dry_run_rule_during_a_poll_cancels_nothing_it_selects(
+        sim: Simulator, tmp_path: Path) -> None:
+    """SIGHUP swaps ``ctx.rules`` at any await: a sweep decides every account by the rules it
+    started with, so a new rule whose file says dry_run never cancels live."""
+    from guard.config.loader import load_rules_text
+
+    setup(sim)
+    vnm = {sim.seed_order(a, "VNM", "B", 62_000, 100, age=FRESH) for a in ACCOUNTS}
+    sim.inject(Fault("latency", "GET", BOOK, seconds=0.5, times=None, account=LAST))
+    guard = Guard(sim, tmp_path / "state", rules())
+    sim.set_clock(at(sim, 14, 25, 0))  # the FPT rule is due
+
+    async def scenario() -> SweepReport:
+        async with guard.context() as ctx:
+            await ctx.broker.ensure_session()
+
+            async def sighup() -> None:  # what Daemon.reload does, mid-read
+                await until(lambda: bool(sim.requests_to("GET", BOOK)), 10)
+                ctx.rules = load_rules_text(WIDER_DRY, "rules.yaml")
+
+            task = asyncio.create_task(sighup())
+            report = await run_sweep(ctx, "poll")
+            await task
+            return report
+
+    report = asyncio.run(scenario())
+    assert not vnm & set(cancelled_ids(sim))
+    assert all(d.order.symbol == "FPT" for d in report.decisions if d.verdict)
+    assert report.result == "ok" and len(report.sent) == 12
+
+
+def test_a_reload_to_a_dry_run_rule_during_a_staged_sweep_cancels_nothing_it_selects(
+        sim: Simulator, tmp_path: Path) -> None:
+    from guard.config.loader import load_rules_text
+
+    setup(sim)
+    vnm = {sim.seed_order(a, "VNM", "B", 62_000, 100, age=FRESH) for a in ACCOUNTS}
+    guard = Guard(sim, tmp_path / "state", rules())
+    holder: list[SweepContext] = []
+    log = OnEvent("order.matched", lambda: setattr(
+        holder[0], "rules", load_rules_text(WIDER_DRY, "rules.yaml")))
+
+    async def scenario() -> SweepReport:
+        async with guard.context(log=log) as ctx:
+            holder.append(ctx)
+            return await pre_read_then_sweep(ctx, sim)
+
+    report = asyncio.run(scenario())
+    assert not vnm & set(cancelled_ids(sim))
+    assert report.result == "ok" and len(report.sent) == 12
+
+
+def test_a_pause_file_touched_mid_sweep_applies_from_the_next_sweep(
+        sim: Simulator, tmp_path: Path) -> None:
+    """The pause state is read once per sweep: the report never says "blocked" for a sweep
+    whose cancels went out."""
+    setup(sim)
+    guard = Guard(sim, tmp_path / "state", rules())
+    log = OnEvent("cancel.sent", (guard.state_dir / "paused").touch)
+
+    async def scenario() -> tuple[SweepReport, SweepReport]:
+        async with guard.context(log=log) as ctx:
+            first = await pre_read_then_sweep(ctx, sim)
+            open_fpt(sim, LAST)
+            second = await run_sweep(ctx, TRIGGER, critical=True)
+            return first, second
+
+    first, second = asyncio.run(scenario())
+    assert first.result == "ok" and len(first.sent) == 12
+    assert second.result == "blocked" and second.sent == ()
+    assert second.plan.blocked == "paused by the pause file"
+
+
+def test_a_cancelled_sweep_releases_no_claim_while_an_account_still_sends(
+        sim: Simulator, tmp_path: Path) -> None:
+    """Cancelling the sweep task (a drain timing out) cancels its account runs too, and only
+    then releases their claims: an overlapping sweep never sees an order as free while its
+    cancel may still be going out."""
+    setup(sim)
+    guard = Guard(sim, tmp_path / "state", rules())
+    sim.inject(Fault("latency", "DELETE", "", seconds=1.0, times=None))
+    seen: list[tuple[int, bool]] = []
+
+    async def scenario() -> None:
+        async with guard.context() as ctx:
+            task = asyncio.create_task(pre_read_then_sweep(ctx, sim))
+            await until(lambda: bool(sim.requests_to("DELETE", BATCH)
+                                     + sim.requests_to("DELETE", SINGLE)), 20)
+            assert ctx.in_flight  # claimed while sending
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            running = [t for t in asyncio.all_tasks()
+                       if t is not asyncio.current_task() and not t.done()]
+            seen.append((len(ctx.in_flight), bool(running)))
+
+    asyncio.run(scenario())
+    # Claims released only once no account run of the sweep is left running.
+    assert seen == [(0, False)]
