@@ -433,3 +433,42 @@ def test_a_cancelled_sweep_releases_no_claim_while_an_account_still_sends(
     asyncio.run(scenario())
     # Claims released only once no account run of the sweep is left running.
     assert seen == [(0, False)]
+
+
+def test_a_claim_released_between_counting_and_starting_is_not_sent_uncounted(
+        sim: Simulator, tmp_path: Path) -> None:
+    """Another sweep holds a claim on one order while this sweep counts; it releases it
+    before this sweep starts that account. The order was not counted by the breaker, so this
+    sweep does not send it (the other sweep owns its outcome)."""
+    opened = setup(sim)
+    first = ACCOUNTS[0]
+    claimed = sim.seed_order(first, "FPT", "B", 95_000, 100, age=FRESH)
+    guard = Guard(sim, tmp_path / "state", rules())
+    sim.set_clock(at(sim, 14, 25, 0))
+    holder: list[SweepContext] = []
+
+    class ReleaseOnLast(Recorder):
+        """Releases the claim as the last account's order is logged matched (the 13th: the
+        accounts are evaluated in order, the first one has two), after the first account was
+        counted and before it starts."""
+
+        def __getattr__(self, level: str) -> Any:
+            record = super().__getattr__(level)
+
+            def log(event: str, **fields: Any) -> None:
+                record(event, **fields)
+                if event == "order.matched" and len(self.named("order.matched")) == 13:
+                    holder[0].in_flight.discard((first, claimed))
+            return log
+
+    async def scenario() -> SweepReport:
+        async with guard.context(log=ReleaseOnLast()) as ctx:
+            holder.append(ctx)
+            ctx.in_flight.add((first, claimed))  # another sweep's cancel of it is going out
+            return await run_sweep(ctx, "poll")
+
+    report = asyncio.run(scenario())
+    assert not holder[0].in_flight  # the release happened, mid-sweep
+    assert claimed not in cancelled_ids(sim)
+    assert set(cancelled_ids(sim)) == {o for ids in opened.values() for o in ids}
+    assert report.result == "ok"
