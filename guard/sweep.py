@@ -322,10 +322,13 @@ class _Stage:
                  unconfirmed: Mapping[tuple[str, str], int], watch: _JournalWatch,
                  accounts: list[str]) -> None:
         self.ctx, self.log, self.sweep_id, self.now, self.dry = ctx, log, sweep_id, now, dry
-        # One rule set, calendar and pause state for the whole sweep: a reload (SIGHUP) or a
-        # pause file while books are still arriving must not mix two rule sets in one sweep,
-        # nor judge orders by rules whose dry_run this sweep does not honour.
-        self.rules, self.calendar, self.paused = rules, ctx.calendar, ctx.paused
+        # One rule set and calendar for the whole sweep: a reload (SIGHUP) while books are
+        # still arriving must not mix two rule sets in one sweep, nor judge orders by rules
+        # whose dry_run this sweep does not honour.
+        self.rules, self.calendar = rules, ctx.calendar
+        # The pause file is looked at as each account starts, and once seen it holds for the
+        # rest of the sweep: the operator's stop is never outrun by a later account.
+        self.paused = False
         self.boards, self.deferred, self.unconfirmed, self.watch = (boards, deferred,
                                                                      unconfirmed, watch)
         self.limit = rules.limits.max_cancels_per_sweep
@@ -412,6 +415,7 @@ class _Stage:
         # another sweep released since must not add cancels the breaker never counted.
         uncounted = {(d.order.account, d.order.order_id) for d in decisions
                      if d.cancel} - self.counted[account]
+        self.paused = self.paused or ctx.paused
         plan = plan_cancels(decisions, max_cancels=self.limit, dry_run=self.dry,
                             paused=self.paused,
                             in_flight=self._excluded(self.given_up) | uncounted)
@@ -561,7 +565,8 @@ async def _finish(ctx: SweepContext, trigger: str, log: Log, t0: float, now: dat
         log.error("breaker.tripped", matches=len(plan.targets),
                   limit=rules.limits.max_cancels_per_sweep, rules=dict(by_rule), **late)
     elif plan.blocked and plan.targets:
-        log.info("cancel.skipped", reason=plan.blocked, would_cancel=len(plan.targets))
+        log.info("cancel.skipped", reason=plan.blocked,
+                 would_cancel=len(plan.targets) - plan.to_send)
 
     sent: list[SendResult] = []
     outcomes: list[Outcome] = []
@@ -598,8 +603,9 @@ async def _finish(ctx: SweepContext, trigger: str, log: Log, t0: float, now: dat
         result = "blocked"
     elif plan.blocked == "dry run":
         result = "dry_run"
-    elif plan.blocked:
-        result = "blocked"
+    elif plan.blocked and not plan.batches:
+        result = "blocked"  # nothing went out (a pause seen after some accounts started
+        # leaves the sweep incomplete below: the orders it held are still open)
     elif not plan.targets:
         result = "nothing_to_do"
     elif all(o.ok for o in outcomes) and len(outcomes) == len(plan.targets):

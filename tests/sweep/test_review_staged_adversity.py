@@ -386,25 +386,56 @@ def test_a_reload_to_a_dry_run_rule_during_a_staged_sweep_cancels_nothing_it_sel
     assert report.result == "ok" and len(report.sent) == 12
 
 
-def test_a_pause_file_touched_mid_sweep_applies_from_the_next_sweep(
+def test_a_pause_file_touched_mid_sweep_stops_every_account_not_yet_started(
         sim: Simulator, tmp_path: Path) -> None:
-    """The pause state is read once per sweep: the report never says "blocked" for a sweep
-    whose cancels went out."""
-    setup(sim)
+    """The pause file appears as the first DELETE goes out: the accounts already sending
+    finish, no other starts, and the report says so coherently (incomplete, not "blocked",
+    since cancels went out; the held ones counted and journaled as paused)."""
+    opened = setup(sim)
     guard = Guard(sim, tmp_path / "state", rules())
     log = OnEvent("cancel.sent", (guard.state_dir / "paused").touch)
 
-    async def scenario() -> tuple[SweepReport, SweepReport]:
+    async def scenario() -> SweepReport:
         async with guard.context(log=log) as ctx:
-            first = await pre_read_then_sweep(ctx, sim)
-            open_fpt(sim, LAST)
-            second = await run_sweep(ctx, TRIGGER, critical=True)
-            return first, second
+            return await pre_read_then_sweep(ctx, sim)
 
-    first, second = asyncio.run(scenario())
-    assert first.result == "ok" and len(first.sent) == 12
-    assert second.result == "blocked" and second.sent == ()
-    assert second.plan.blocked == "paused by the pause file"
+    report = asyncio.run(scenario())
+    sent = set(cancelled_ids(sim))
+    assert 0 < len(sent) < 12 and len(report.sent) == len(sent)
+    assert report.result == "incomplete"
+    actions, _, _ = journaled(guard)
+    held = {o for ids in opened.values() for o in ids} - sent
+    assert {actions[o] for o in sent} == {"cancel"}
+    assert {actions[o] for o in held} == {"blocked: paused by the pause file"}
+    [skipped] = log.named("cancel.skipped")
+    assert skipped["would_cancel"] == len(held)
+    assert all(sim.order(o).status != "CL" for o in held)
+
+
+def test_a_pause_file_touched_while_a_poll_reads_its_books_stops_it(
+        sim: Simulator, tmp_path: Path) -> None:
+    """A pause seen before any account started: nothing goes out, the sweep is "blocked"."""
+    opened = setup(sim)
+    sim.inject(Fault("latency", "GET", BOOK, seconds=0.5, times=None, account=LAST))
+    guard = Guard(sim, tmp_path / "state", rules())
+    sim.set_clock(at(sim, 14, 25, 0))
+
+    async def scenario() -> SweepReport:
+        async with guard.context() as ctx:
+            await ctx.broker.ensure_session()
+
+            async def pause() -> None:
+                await until(lambda: bool(sim.requests_to("GET", BOOK)), 10)
+                (guard.state_dir / "paused").touch()
+
+            task = asyncio.create_task(pause())
+            report = await run_sweep(ctx, "poll")
+            await task
+            return report
+
+    report = asyncio.run(scenario())
+    assert cancelled_ids(sim) == [] and report.result == "blocked"
+    assert len(report.plan.targets) == len(opened)
 
 
 def test_a_cancelled_sweep_releases_no_claim_while_an_account_still_sends(
