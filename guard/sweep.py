@@ -625,6 +625,9 @@ async def _finish(ctx: SweepContext, trigger: str, log: Log, t0: float, now: dat
     summary = {**report.counts(), "duration_s": round(report.duration_s, 3),
                "unread_accounts": [a for a, _ in snapshot.failures],
                "deferred": len(deferred), "given_up": len(given_up)}
+    if plan.batches and plan.blocked and not plan.tripped:
+        # The pause file appeared after some accounts had started: what it held back.
+        summary["paused"] = len(plan.targets) - plan.to_send
     watch.write("finish_sweep", ctx.journal.finish_sweep, sweep_id, ctx.wall(), result, summary)
     finished = log.info if report.complete else log.error
     if watch.error is not None:

@@ -55,6 +55,8 @@ _TEXTS: Final[Mapping[str, tuple[str, str]]] = {
     "problem.deferred": (
         "{n} deferred (a cancel of a previous run may still be on the wire)",
         "{n} lệnh hủy bị hoãn (lệnh hủy của lần chạy trước có thể vẫn đang trên đường truyền)"),
+    "problem.paused": ("{n} held by the pause file, which appeared mid-sweep",
+                       "{n} lệnh bị giữ lại do tệp tạm dừng xuất hiện giữa lượt quét"),
     "problem.none": ("some cancels are not final", "một số lệnh hủy chưa có kết quả cuối cùng"),
     "missed_preclose": (
         "scheduled sweep {job} missed (was due {scheduled})",

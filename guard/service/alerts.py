@@ -432,6 +432,8 @@ class AlertRules(Observer):
                 problems.append(say("problem.unread", accounts=", ".join(map(str, unread))))
             if event.get("deferred"):
                 problems.append(say("problem.deferred", n=event.get("deferred")))
+            if event.get("paused"):
+                problems.append(say("problem.paused", n=event.get("paused")))
             a.fire("sweep_failed", say("sweep_incomplete", trigger=trigger,
                                        result=i18n.result(str(result), a.language),
                                        problems="; ".join(problems) or say("problem.none")),

@@ -202,3 +202,13 @@ def test_a_late_trip_says_how_many_cancels_had_started_not_that_none_were(
     assert "nothing was cancelled" not in alert.summary
     assert "không lệnh nào bị hủy" not in alert.summary
     assert alert.details["started"] == 11
+
+
+def test_a_sweep_the_pause_file_stopped_midway_says_so_not_that_cancels_are_unfinished() -> None:
+    alerter, watch = rules("en")
+    watch.observe({"event": "sweep.finished", "result": "incomplete",
+                   "trigger": "pre-close:pull", "paused": 5})
+    [alert] = alerter.sent
+    assert alert.condition == "sweep_failed"
+    assert "5 held by the pause file, which appeared mid-sweep" in alert.summary
+    assert "not final" not in alert.summary

@@ -409,6 +409,8 @@ def test_a_pause_file_touched_mid_sweep_stops_every_account_not_yet_started(
     assert {actions[o] for o in held} == {"blocked: paused by the pause file"}
     [skipped] = log.named("cancel.skipped")
     assert skipped["would_cancel"] == len(held)
+    [finished] = log.named("sweep.finished")
+    assert finished["paused"] == len(held)  # what the sweep_failed alert names
     assert all(sim.order(o).status != "CL" for o in held)
 
 
