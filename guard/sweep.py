@@ -266,9 +266,10 @@ async def run_sweep(ctx: SweepContext, trigger: str, *, critical: bool = False) 
             return await _finish(ctx, trigger, log, t0, now, sweep_id, dry, snapshot, stage,
                                  watch)
         except Exception as exc:
-            # Every account run is awaited before _finish returns or raises, so nothing of
-            # this sweep is on the wire: its open intents need no waiting (see reconcile). A
+            # Every account run is awaited before this row is written, so nothing of this
+            # sweep is on the wire: its open intents need no waiting (see reconcile). A
             # cancelled task or a killed process writes no such row.
+            await stage.wind_down()
             _finish_aborted(ctx, sweep_id, log, exc)
             raise
     finally:
