@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,6 +86,11 @@ class SweepContext:
     slow_accounts: set[str] = field(default_factory=set)
     # Every account's last book read, for a critical sweep's estimates (guard.act.breaker).
     recent: RecentBooks = field(default_factory=RecentBooks)
+    # Cancels sent today by sweeps whose breaker tripped late (exchange date -> count): later
+    # sweeps count them with their own matches, so the rest of what tripped the breaker is
+    # not simply cancelled by the next poll. Cleared by a sweep that fits under the limit
+    # with them, and by a new day (or a restart).
+    late_trips: dict[date, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.boards is None:
@@ -241,7 +246,8 @@ async def run_sweep(ctx: SweepContext, trigger: str, *, critical: bool = False) 
             midnight = now.astimezone(EXCHANGE_TZ).replace(hour=0, minute=0, second=0,
                                                            microsecond=0)
             stage = _Stage(ctx, log, sweep_id, now, dry, rules, boards, deferred,
-                           ctx.journal.unconfirmed_counts(midnight), watch, accounts)
+                           ctx.journal.unconfirmed_counts(midnight), watch, accounts,
+                           carried=ctx.late_trips.get(day, 0))
             if critical:
                 stage.estimate(ctx.recent.within(accounts, ESTIMATE_MAX_AGE_S))
             snapshot = await take_snapshot(ctx.broker, accounts, day, ctx.clock, log,
@@ -321,7 +327,7 @@ class _Stage:
                  rules: RulesFile, boards: Mapping[str, Board],
                  deferred: frozenset[tuple[str, str]],
                  unconfirmed: Mapping[tuple[str, str], int], watch: _JournalWatch,
-                 accounts: list[str]) -> None:
+                 accounts: list[str], *, carried: int = 0) -> None:
         self.ctx, self.log, self.sweep_id, self.now, self.dry = ctx, log, sweep_id, now, dry
         # One rule set and calendar for the whole sweep: a reload (SIGHUP) while books are
         # still arriving must not mix two rule sets in one sweep, nor judge orders by rules
@@ -333,7 +339,9 @@ class _Stage:
         self.boards, self.deferred, self.unconfirmed, self.watch = (boards, deferred,
                                                                      unconfirmed, watch)
         self.limit = rules.limits.max_cancels_per_sweep
-        self.gate = BreakerGate(self.limit, tuple(accounts))
+        # Cancels a late trip sent earlier today count against this sweep's limit too.
+        self.carried = carried
+        self.gate = BreakerGate(max(0, self.limit - carried), tuple(accounts))
         self.rank = {a: i for i, a in enumerate(rules.accounts)}
         self.counted: dict[str, frozenset[tuple[str, str]]] = {}  # the targets the gate counted
         self.signals: Mapping[str, str] | None = None
@@ -401,7 +409,7 @@ class _Stage:
         self.gate.read(account, len(counted))
 
     def _start_ready(self) -> None:
-        if self.watch.error is not None:
+        if self.watch.error is not None or self.failures:
             return  # the journal failed: nothing more starts (see _JournalWatch)
         for account in self.gate.ready():
             self._start(account)
@@ -469,8 +477,10 @@ class _Stage:
             blocked = blocked or plan.blocked
         tripped = self.gate.tripped
         if tripped:
-            blocked = (f"circuit breaker: {self.gate.total} matches > max_cancels_per_sweep "
-                       f"{self.limit}")
+            carried = (f" + {self.carried} sent earlier today before a late trip"
+                       if self.carried else "")
+            blocked = (f"circuit breaker: {self.gate.total} matches{carried} > "
+                       f"max_cancels_per_sweep {self.limit}")
         out = CancelPlan(tuple(targets), tuple(batches), blocked, tripped=tripped)
         for account in sorted(self.decisions):
             if account not in self.plans and self.watch.error is None:
@@ -563,8 +573,10 @@ async def _finish(ctx: SweepContext, trigger: str, log: Log, t0: float, now: dat
             # started: those go on (they were within the limit), no other account starts.
             late = {"late": True, "started": plan.to_send, "accounts_started": sorted(
                 {b[0].order.account for b in plan.batches})}
+        carried = {"carried": stage.carried} if stage.carried else {}
         log.error("breaker.tripped", matches=len(plan.targets),
-                  limit=rules.limits.max_cancels_per_sweep, rules=dict(by_rule), **late)
+                  limit=rules.limits.max_cancels_per_sweep, rules=dict(by_rule), **late,
+                  **carried)
     elif plan.blocked and plan.targets:
         log.info("cancel.skipped", reason=plan.blocked,
                  would_cancel=len(plan.targets) - plan.to_send)
@@ -597,9 +609,18 @@ async def _finish(ctx: SweepContext, trigger: str, log: Log, t0: float, now: dat
             else:
                 raise cause  # a bug: raised once what went out is confirmed
 
+    day = now.astimezone(EXCHANGE_TZ).date()
+    if plan.tripped:
+        ctx.late_trips = {day: stage.carried + plan.to_send} if plan.to_send or stage.carried \
+            else {}
+    else:
+        ctx.late_trips = {}  # under the limit, what an earlier late trip sent included
     result: SweepResult
     if watch.error is not None:
         result = "failed"
+    elif plan.tripped and plan.batches and not (
+            all(o.ok for o in outcomes) and len(outcomes) == plan.to_send):
+        result = "incomplete"  # a late trip, and a cancel it started did not succeed
     elif plan.tripped:
         result = "blocked"
     elif plan.blocked == "dry run":
@@ -626,7 +647,7 @@ async def _finish(ctx: SweepContext, trigger: str, log: Log, t0: float, now: dat
     summary = {**report.counts(), "duration_s": round(report.duration_s, 3),
                "unread_accounts": [a for a, _ in snapshot.failures],
                "deferred": len(deferred), "given_up": len(given_up)}
-    if plan.batches and plan.blocked and not plan.tripped:
+    if plan.batches and plan.blocked and not plan.tripped and plan.to_send < len(plan.targets):
         # The pause file appeared after some accounts had started: what it held back.
         summary["paused"] = len(plan.targets) - plan.to_send
     watch.write("finish_sweep", ctx.journal.finish_sweep, sweep_id, ctx.wall(), result, summary)

@@ -36,6 +36,13 @@ _TEXTS: Final[Mapping[str, tuple[str, str]]] = {
         "cancelled (by rule: {by_rule})",
         "Cầu dao ngắt: cần hủy {matches} lệnh, vượt giới hạn {limit} lệnh mỗi lượt quét; "
         "không lệnh nào bị hủy (theo quy tắc: {by_rule})"),
+    "circuit_breaker.carried": (
+        "circuit breaker: {matches} cancels wanted, and {carried} were already sent today by a "
+        "sweep whose breaker tripped late: together over the limit of {limit} per sweep; "
+        "nothing was cancelled (by rule: {by_rule})",
+        "Cầu dao ngắt: cần hủy {matches} lệnh, và {carried} lệnh hủy đã được gửi hôm nay bởi một "
+        "lượt quét ngắt cầu dao muộn: tổng cộng vượt giới hạn {limit} lệnh mỗi lượt quét; "
+        "không lệnh nào bị hủy (theo quy tắc: {by_rule})"),
     "circuit_breaker.late": (
         "circuit breaker: {matches} cancels wanted, limit {limit} per sweep; orders placed after "
         "the pre-read pushed the count over once {started} cancels had started (accounts "
@@ -121,6 +128,11 @@ _TEXTS: Final[Mapping[str, tuple[str, str]]] = {
     "report.trips": ("Circuit breaker trips: {n}", "Số lần ngắt cầu dao: {n}"),
     "report.trip": ("  {at}: {matches} cancels wanted, limit {limit}; nothing cancelled",
                     "  {at}: cần hủy {matches} lệnh, giới hạn {limit}; không hủy lệnh nào"),
+    "report.trip_carried": (
+        "  {at}: {matches} cancels wanted + {carried} sent earlier by a late trip, limit "
+        "{limit}; nothing cancelled",
+        "  {at}: cần hủy {matches} lệnh + {carried} lệnh đã gửi trước đó do ngắt muộn, giới hạn "
+        "{limit}; không hủy lệnh nào"),
     "report.trip_late": (
         "  {at}: {matches} cancels wanted, limit {limit}; {started} had started before the "
         "count passed it, no more were sent",

@@ -218,10 +218,13 @@ def render(s: DaySummary, lang: Language) -> str:
     lines.append("")
     lines.append(t("report.trips", lang, n=len(s.trips)))
     for e in s.trips[:LISTED]:
-        late = {"started": e.data.get("started")} if e.data.get("late") else {}
-        lines.append(t("report.trip_late" if late else "report.trip", lang,
-                       at=e.market_time.strftime("%H:%M:%S"), matches=e.data.get("matches"),
-                       limit=e.data.get("limit"), **late))
+        key, extra = "report.trip", {}
+        if e.data.get("late"):
+            key, extra = "report.trip_late", {"started": e.data.get("started")}
+        elif e.data.get("carried"):
+            key, extra = "report.trip_carried", {"carried": e.data.get("carried")}
+        lines.append(t(key, lang, at=e.market_time.strftime("%H:%M:%S"),
+                       matches=e.data.get("matches"), limit=e.data.get("limit"), **extra))
     if len(s.trips) > LISTED:
         lines.append(t("report.more", lang, n=len(s.trips) - LISTED))
     lines.append(t("report.missed", lang, n=len(s.missed)))

@@ -325,19 +325,23 @@ class AlertRules(Observer):
         elif kind == "breaker.tripped":
             rules = event.get("rules") or {}
             by_rule = ", ".join(f"{r}={n}" for r, n in dict(rules).items())
-            late: dict[str, Any] = {}
+            extra: dict[str, Any] = {}
             if event.get("late"):  # some accounts had started: say how many cancels went
-                late = {"started": event.get("started"),
-                        "accounts_started": list(event.get("accounts_started") or ())}
+                extra = {"started": event.get("started"),
+                         "accounts_started": list(event.get("accounts_started") or ())}
                 text = say("circuit_breaker.late", matches=event.get("matches"),
-                           limit=event.get("limit"), started=late["started"],
-                           accounts=", ".join(str(x) for x in late["accounts_started"]),
+                           limit=event.get("limit"), started=extra["started"],
+                           accounts=", ".join(str(x) for x in extra["accounts_started"]),
                            by_rule=by_rule)
+            elif event.get("carried"):  # with what an earlier late trip sent today
+                extra = {"carried": event.get("carried")}
+                text = say("circuit_breaker.carried", matches=event.get("matches"),
+                           carried=extra["carried"], limit=event.get("limit"), by_rule=by_rule)
             else:
                 text = say("circuit_breaker", matches=event.get("matches"),
                            limit=event.get("limit"), by_rule=by_rule)
             a.fire("circuit_breaker", text, matches=event.get("matches"),
-                   limit=event.get("limit"), rules=dict(rules), **late)
+                   limit=event.get("limit"), rules=dict(rules), **extra)
         elif kind in ("sweep.failed", "sweep.crashed"):
             a.fire("sweep_failed", say("sweep_failed", job=event.get("job"),
                                        error=event.get("error")),

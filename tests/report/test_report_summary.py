@@ -150,3 +150,15 @@ def test_a_late_trip_is_not_reported_as_nothing_cancelled() -> None:
     vi = render(summarise(DAY.date(), [], trips), "vi")
     assert "11 lệnh hủy đã được gửi trước khi vượt giới hạn" in vi
     assert vi.count("không hủy lệnh nào") == 1
+
+
+def test_a_trip_counting_an_earlier_late_trip_lists_both_figures() -> None:
+    from guard.record.journal import EventRow
+
+    trips = [EventRow("breaker.tripped", DAY.replace(hour=14, minute=25, second=30), None, None,
+                      {"matches": 16, "limit": 20, "carried": 11})]
+    en = render(summarise(DAY.date(), [], trips), "en")
+    assert ("14:25:30: 16 cancels wanted + 11 sent earlier by a late trip, limit 20; nothing "
+            "cancelled") in en
+    vi = render(summarise(DAY.date(), [], trips), "vi")
+    assert "cần hủy 16 lệnh + 11 lệnh đã gửi trước đó do ngắt muộn" in vi

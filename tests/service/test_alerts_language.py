@@ -212,3 +212,19 @@ def test_a_sweep_the_pause_file_stopped_midway_says_so_not_that_cancels_are_unfi
     assert alert.condition == "sweep_failed"
     assert "5 held by the pause file, which appeared mid-sweep" in alert.summary
     assert "not final" not in alert.summary
+
+
+@pytest.mark.parametrize(("language", "words"), [
+    ("en", ("16 cancels wanted, and 11 were already sent today",
+            "together over the limit of 20", "nothing was cancelled")),
+    ("vi", ("cần hủy 16 lệnh, và 11 lệnh hủy đã được gửi hôm nay",
+            "vượt giới hạn 20", "không lệnh nào bị hủy")),
+])
+def test_a_trip_that_counts_an_earlier_late_trip_says_both_figures(
+        language: Language, words: tuple[str, ...]) -> None:
+    alerter, watch = rules(language)
+    watch.observe({"event": "breaker.tripped", "matches": 16, "limit": 20,
+                   "rules": {"pull-before-atc": 16}, "carried": 11})
+    [alert] = alerter.sent
+    assert all(w in alert.summary for w in words), alert.summary
+    assert alert.details["carried"] == 11

@@ -197,3 +197,45 @@ def test_a_poll_never_starts_early_even_with_a_recent_read(
 
     report = asyncio.run(scenario())
     assert cancelled_ids(sim) == set() and report.plan.tripped
+
+
+def test_the_next_sweep_counts_what_a_late_trip_sent_until_the_matches_fit_with_it(
+        sim: Simulator, tmp_path: Path) -> None:
+    """A late trip sent 11 of 27 (limit 20). The next poll sees 16 still open: alone they fit,
+    but with the 11 already sent they do not, so it trips at once and sends nothing (the
+    breaker is not undone one sweep later). Once the matches fit with what was sent (16 -> 9
+    after fills), a sweep goes ahead and the count starts afresh."""
+    opened = setup(sim)
+    guard = Guard(sim, tmp_path / "state", rules(max_cancels=20))
+    surge: list[str] = []
+    log = Recorder()
+
+    def between() -> None:
+        surge.extend(open_fpt(sim, LAST, 15))
+
+    async def scenario() -> tuple[SweepReport, SweepReport, SweepReport, SweepReport]:
+        async with guard.context(log=log) as ctx:
+            late = await pre_read_then(ctx, sim, between)
+            sim.set_clock(at(sim, 14, 25, 30))
+            held = await run_sweep(ctx, "poll")
+            for order in surge[:7]:
+                sim.fill(order)
+            calm = await run_sweep(ctx, "poll")
+            assert ctx.late_trips == {}
+            open_fpt(sim, ACCOUNTS[0], 3)
+            after = await run_sweep(ctx, "poll")
+            return late, held, calm, after
+
+    late, held, calm, after = asyncio.run(scenario())
+    assert late.plan.tripped and len(late.sent) == 11
+    # The next poll: 16 open + 11 sent > 20: tripped, nothing sent.
+    assert held.plan.tripped and held.sent == () and held.result == "blocked"
+    assert held.plan.blocked == ("circuit breaker: 16 matches + 11 sent earlier today before "
+                                 "a late trip > max_cancels_per_sweep 20")
+    trips = log.named("breaker.tripped")
+    assert trips[1]["carried"] == 11 and "late" not in trips[1]
+    # 9 open + 11 sent = 20: within the limit, the rest goes, and the carry is cleared.
+    assert not calm.plan.tripped and len(calm.sent) == 9 and calm.result == "ok"
+    assert after.result == "ok" and len(after.sent) == 3
+    assert all(sim.order(o).status == "CL" for o in opened[LAST] + surge[7:])
+    assert_no_double_cancel(sim)
