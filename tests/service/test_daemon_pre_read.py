@@ -141,3 +141,44 @@ def test_a_pre_read_too_slow_for_one_account_leaves_it_unbounded_and_the_sweep_w
         # No estimate for it: nothing started before its fresh book was read.
         assert fresh_slow and fresh_slow[0].answered_at is not None
         assert fresh_slow[0].answered_at <= first
+
+
+def test_a_daemon_started_inside_the_lead_still_starts_its_pre_close_early(
+        tmp_path: Path) -> None:
+    """Started 5 s before the second (inside the 8 s lead): the pre-read starts at once,
+    beside the first poll, and may be cut off 2 s before the second; the poll's own reads
+    (under 15 s old at the second) count too. Either way the pre-close does not wait for
+    every book: its first DELETE leaves before the last account's book is asked for."""
+    clock = RunningClock(SECOND - timedelta(seconds=5))
+    with Simulator(clock=clock, key_bits=1024, cancel_delay=0.05,
+                   accounts=ACCOUNTS) as sim:
+        opened = [sim.seed_order(a, "FPT", "B", 95_000, 100, age=timedelta(minutes=2))
+                  for a in ACCOUNTS]
+        path = write_rules(tmp_path, RULES)
+        env = {**sim.env(), "SSI_GUARD_STATE_DIR": str(tmp_path / "state")}
+
+        async def scenario() -> None:
+            async with recording() as log, open_guard(path, env=env, clock=clock) as ctx:
+                daemon = Daemon(ctx, path, notifier=Notifier({}))
+                await daemon.start()
+                daemon.driver = SchedulerDriver(daemon.fire, daemon.log,
+                                                offset=clock() - system_clock())
+                daemon.driver.start(daemon.jobs)
+                loop = asyncio.create_task(daemon.pre_read_loop())
+                try:
+                    await until(lambda: all(sim.order(o).status == "CL" for o in opened), 20)
+                finally:
+                    daemon.request_stop()
+                    await asyncio.wait_for(loop, 5)
+                    await daemon.drain()
+                    daemon.driver.shutdown()
+                assert log.named("book.pre_read") or log.named("book.pre_read_slow")
+
+        asyncio.run(scenario())
+        reqs = sorted(sim.requests, key=lambda r: r.at)
+        second = next(r.at for r in reqs if clock.at(r.at) >= SECOND)
+        first = min(r.at for r in reqs if r.method == "DELETE" and r.path in (BATCH, SINGLE))
+        assert clock.at(first) - SECOND <= timedelta(seconds=1.0)
+        last_book = [r for r in reqs if r.path == BOOK and r.at >= second
+                     and r.query["accountNo"] == ACCOUNTS[-1]]
+        assert last_book and last_book[0].at > first
