@@ -239,3 +239,25 @@ def test_the_next_sweep_counts_what_a_late_trip_sent_until_the_matches_fit_with_
     assert after.result == "ok" and len(after.sent) == 3
     assert all(sim.order(o).status == "CL" for o in opened[LAST] + surge[7:])
     assert_no_double_cancel(sim)
+
+
+def test_a_late_trip_whose_started_cancel_failed_is_incomplete_not_blocked(
+        sim: Simulator, tmp_path: Path) -> None:
+    """The exchange refuses one started account's cancel: the sweep says incomplete (the
+    sweep_failed alert), not merely "blocked" by the breaker."""
+    from guard.simulator.faults import Fault
+
+    opened = setup(sim)
+    guard = Guard(sim, tmp_path / "state", rules(max_cancels=20))
+    refused = ACCOUNTS[1]
+    sim.inject(Fault("error", "DELETE", status=400, times=None, account=refused))
+
+    async def scenario() -> SweepReport:
+        async with guard.context() as ctx:
+            return await pre_read_then(ctx, sim, lambda: open_fpt(sim, LAST, 15))
+
+    report = asyncio.run(scenario())
+    assert report.plan.tripped and report.sent
+    assert any(o.kind == "failed" for o in report.outcomes)
+    assert report.result == "incomplete" and not report.complete
+    assert sim.order(opened[refused][0]).status != "CL"
