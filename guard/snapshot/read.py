@@ -98,6 +98,12 @@ async def read_books(reader: BookReader, wanted: Mapping[str, date], log: Log, *
     read: dict[str, tuple[BookOrder, ...]] = {}
     failed: dict[str, str] = {}
     slow: set[str] = set()
+    # ReauthRequired (or a bug) in any read is raised, once every task's outcome is taken:
+    # the other reads usually failed the same way, and an exception never retrieved is noise.
+    raised = [e for t in tasks if t.done() and not t.cancelled()
+              for e in (t.exception(),) if e is not None]
+    if raised:
+        raise raised[0]
     for task, account in tasks.items():
         result = task.result() if task.done() and not task.cancelled() else None
         if isinstance(result, tuple):
