@@ -571,6 +571,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             row("next sweeps" if i == 0 else "", f"{when}  {job}")
     else:
         row("next sweeps", "none scheduled")
+    stale = raw.get("stale_heartbeats") or {}
+    if isinstance(stale, dict) and stale:
+        for i, (rule, why) in enumerate(sorted(stale.items())):
+            row("HEARTBEAT" if i == 0 else "", f"STALE {rule}: {why}")
     offset = raw.get("market_offset_s") or 0
     if isinstance(offset, int | float) and offset:
         sign = "+" if offset > 0 else "-"

@@ -645,6 +645,8 @@ class Daemon:
 
     def _heartbeat_act(self, check: HeartbeatCheck) -> None:
         stale = tuple(check.stale)
+        if dict(check.stale) != self.health.stale_heartbeats:  # for `ssi-guard status`
+            self._set_health(stale_heartbeats=dict(check.stale))
         if not stale:
             self._heartbeat_banned = self._heartbeat_reopened = False
             self._heartbeat_every = self._heartbeat_resweep_s

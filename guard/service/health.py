@@ -30,6 +30,7 @@ class Health:
     pid: int = field(default_factory=os.getpid)
     updated_at: str = ""
     market_offset_s: float = 0.0  # market clock minus wall clock: non-zero only in a rehearsal
+    stale_heartbeats: dict[str, str] = field(default_factory=dict)  # rule -> why, while stale
 
     @property
     def healthy(self) -> bool:

@@ -22,6 +22,7 @@ from kit.ops import Events, recording, until, write_rules
 
 from guard.clock import EXCHANGE_TZ, Clock, FakeClock
 from guard.service.daemon import Daemon
+from guard.service.health import read_status
 from guard.service.notify import Notifier
 from guard.service.runtime import open_guard
 from guard.simulator.control import Simulator
@@ -131,6 +132,9 @@ def test_fresh_then_stale_then_resumed(sim: Simulator, tmp_path: Path) -> None:
                 "sa-1": "CL", "sa-2": "CL", "sb-1": "QU", "none": "QU", "keep": "QU"}
             held = [e for e in log.named("order.held") if e.get("hold") == "protected"]
             assert held and all("keep-" in e["reason"] for e in held)
+            # `ssi-guard status` names the stale rule while it is stale (status.json).
+            stale = read_status(tmp_path / "state")
+            assert stale is not None and list(stale["stale_heartbeats"]) == ["strategy-a-alive"]
             # Placed while still stale: cancelled by the re-sweep.
             late = sim.seed_order(ACCT, "SSI", age=timedelta(0), client_request_id="sa-9")
             await until(lambda: sim.order(late).status == "CL", 6)
@@ -139,6 +143,8 @@ def test_fresh_then_stale_then_resumed(sim: Simulator, tmp_path: Path) -> None:
             await until(lambda: bool(log.named("heartbeat.resumed")), 2)
             [resumed] = log.named("heartbeat.resumed")
             assert resumed["rule"] == "strategy-a-alive" and resumed["lost_for_s"] > 0
+            fresh = read_status(tmp_path / "state")
+            assert fresh is not None and fresh["stale_heartbeats"] == {}
             sent = len(deletes(sim))
             after = sim.seed_order(ACCT, "SSI", age=timedelta(0), client_request_id="sa-10")
             for _ in range(12):  # 3 s: past a re-sweep interval, touched all along

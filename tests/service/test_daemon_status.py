@@ -120,3 +120,22 @@ def test_pid_alive() -> None:
     assert pid_alive(1)  # another user's process is alive too (EPERM or not)
     for bad in (0, -5, None, "123", True):
         assert not pid_alive(bad)
+
+
+def test_stale_heartbeats_are_listed_while_the_daemon_is_healthy(
+    state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stale heartbeat is not a fault of the guard (it is pulling the orders, as asked), so
+    the exit stays 0; but a person reading status sees which strategy is down, and why."""
+    write_status(state, healthy(stale_heartbeats={
+        "strategy-b-alive": "heartbeat /run/b/hb not touched for 12s",
+        "strategy-a-alive": "heartbeat file /run/a/hb is missing"}), NOW)
+    code, out = status(capsys)
+    assert code == 0
+    lines = out.splitlines()
+    i = lines.index("  HEARTBEAT      STALE strategy-a-alive: heartbeat file /run/a/hb is "
+                    "missing")
+    assert lines[i + 1].strip() == ("STALE strategy-b-alive: heartbeat /run/b/hb not touched "
+                                    "for 12s")
+    write_status(state, healthy(), NOW)
+    assert "HEARTBEAT" not in status(capsys)[1]
