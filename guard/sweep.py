@@ -566,6 +566,12 @@ async def _finish(ctx: SweepContext, trigger: str, log: Log, t0: float, now: dat
     plan = stage.plan()
     decisions = stage.all_decisions()
     if plan.tripped:
+        # Recorded before any account run is awaited: a run that ends the sweep with an error
+        # (a lost session) must not make the guard forget what this trip already started.
+        day = now.astimezone(EXCHANGE_TZ).date()
+        carry = stage.carried + plan.to_send
+        ctx.late_trips = {day: carry} if carry else {}
+    if plan.tripped:
         by_rule = Counter(r for t in plan.targets for r in t.rules)
         late = {}
         if plan.batches:
@@ -609,12 +615,11 @@ async def _finish(ctx: SweepContext, trigger: str, log: Log, t0: float, now: dat
             else:
                 raise cause  # a bug: raised once what went out is confirmed
 
-    day = now.astimezone(EXCHANGE_TZ).date()
-    if plan.tripped:
-        ctx.late_trips = {day: stage.carried + plan.to_send} if plan.to_send or stage.carried \
-            else {}
-    else:
-        ctx.late_trips = {}  # under the limit, what an earlier late trip sent included
+    if not plan.tripped and not snapshot.failures:
+        # Every account read, and under the limit with what an earlier late trip sent: the
+        # count starts afresh. (An account not read counts nothing, so a sweep that missed
+        # one proves nothing about it.)
+        ctx.late_trips = {}
     result: SweepResult
     if watch.error is not None:
         result = "failed"

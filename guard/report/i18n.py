@@ -43,6 +43,15 @@ _TEXTS: Final[Mapping[str, tuple[str, str]]] = {
         "Cầu dao ngắt: cần hủy {matches} lệnh, và {carried} lệnh hủy đã được gửi hôm nay bởi một "
         "lượt quét ngắt cầu dao muộn: tổng cộng vượt giới hạn {limit} lệnh mỗi lượt quét; "
         "không lệnh nào bị hủy (theo quy tắc: {by_rule})"),
+    "circuit_breaker.late_carried": (
+        "circuit breaker: {matches} cancels wanted, and {carried} were already sent today by a "
+        "sweep whose breaker tripped late: together over the limit of {limit} per sweep; "
+        "orders placed after the pre-read pushed the count over once {started} cancels had "
+        "started (accounts {accounts}); no other cancel was sent (by rule: {by_rule})",
+        "Cầu dao ngắt: cần hủy {matches} lệnh, và {carried} lệnh hủy đã được gửi hôm nay bởi một "
+        "lượt quét ngắt cầu dao muộn: tổng cộng vượt giới hạn {limit} lệnh mỗi lượt quét; các "
+        "lệnh đặt sau lần đọc trước đã đẩy số lệnh vượt giới hạn khi {started} lệnh hủy đã được "
+        "gửi (tài khoản {accounts}); không lệnh hủy nào khác được gửi (theo quy tắc: {by_rule})"),
     "circuit_breaker.late": (
         "circuit breaker: {matches} cancels wanted, limit {limit} per sweep; orders placed after "
         "the pre-read pushed the count over once {started} cancels had started (accounts "
@@ -133,6 +142,12 @@ _TEXTS: Final[Mapping[str, tuple[str, str]]] = {
         "{limit}; nothing cancelled",
         "  {at}: cần hủy {matches} lệnh + {carried} lệnh đã gửi trước đó do ngắt muộn, giới hạn "
         "{limit}; không hủy lệnh nào"),
+    "report.trip_late_carried": (
+        "  {at}: {matches} cancels wanted + {carried} sent earlier by a late trip, limit "
+        "{limit}; {started} had started before the count passed it, no more were sent",
+        "  {at}: cần hủy {matches} lệnh + {carried} lệnh đã gửi trước đó do ngắt muộn, giới hạn "
+        "{limit}; {started} lệnh hủy đã được gửi trước khi vượt giới hạn, không gửi thêm lệnh "
+        "nào"),
     "report.trip_late": (
         "  {at}: {matches} cancels wanted, limit {limit}; {started} had started before the "
         "count passed it, no more were sent",

@@ -219,10 +219,14 @@ def render(s: DaySummary, lang: Language) -> str:
     lines.append(t("report.trips", lang, n=len(s.trips)))
     for e in s.trips[:LISTED]:
         key, extra = "report.trip", {}
-        if e.data.get("late"):
+        late, carried = e.data.get("late"), e.data.get("carried")
+        if late and carried:
+            key, extra = "report.trip_late_carried", {"started": e.data.get("started"),
+                                                      "carried": carried}
+        elif late:
             key, extra = "report.trip_late", {"started": e.data.get("started")}
-        elif e.data.get("carried"):
-            key, extra = "report.trip_carried", {"carried": e.data.get("carried")}
+        elif carried:
+            key, extra = "report.trip_carried", {"carried": carried}
         lines.append(t(key, lang, at=e.market_time.strftime("%H:%M:%S"),
                        matches=e.data.get("matches"), limit=e.data.get("limit"), **extra))
     if len(s.trips) > LISTED:

@@ -329,10 +329,15 @@ class AlertRules(Observer):
             if event.get("late"):  # some accounts had started: say how many cancels went
                 extra = {"started": event.get("started"),
                          "accounts_started": list(event.get("accounts_started") or ())}
-                text = say("circuit_breaker.late", matches=event.get("matches"),
-                           limit=event.get("limit"), started=extra["started"],
-                           accounts=", ".join(str(x) for x in extra["accounts_started"]),
-                           by_rule=by_rule)
+                words = {"matches": event.get("matches"), "limit": event.get("limit"),
+                         "started": extra["started"], "by_rule": by_rule,
+                         "accounts": ", ".join(str(x) for x in extra["accounts_started"])}
+                if event.get("carried"):  # ...on top of an earlier late trip today
+                    extra["carried"] = event.get("carried")
+                    text = say("circuit_breaker.late_carried", carried=extra["carried"],
+                               **words)
+                else:
+                    text = say("circuit_breaker.late", **words)
             elif event.get("carried"):  # with what an earlier late trip sent today
                 extra = {"carried": event.get("carried")}
                 text = say("circuit_breaker.carried", matches=event.get("matches"),

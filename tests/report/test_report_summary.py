@@ -162,3 +162,17 @@ def test_a_trip_counting_an_earlier_late_trip_lists_both_figures() -> None:
             "cancelled") in en
     vi = render(summarise(DAY.date(), [], trips), "vi")
     assert "cần hủy 16 lệnh + 11 lệnh đã gửi trước đó do ngắt muộn" in vi
+
+
+def test_a_late_trip_while_carrying_lists_both_figures() -> None:
+    from guard.record.journal import EventRow
+
+    trips = [EventRow("breaker.tripped", DAY.replace(hour=14, minute=26), None, None,
+                      {"matches": 13, "limit": 20, "late": True, "started": 2,
+                       "carried": 11})]
+    en = render(summarise(DAY.date(), [], trips), "en")
+    assert ("14:26:00: 13 cancels wanted + 11 sent earlier by a late trip, limit 20; 2 had "
+            "started before the count passed it, no more were sent") in en
+    vi = render(summarise(DAY.date(), [], trips), "vi")
+    assert "cần hủy 13 lệnh + 11 lệnh đã gửi trước đó do ngắt muộn" in vi
+    assert "2 lệnh hủy đã được gửi trước khi vượt giới hạn" in vi
