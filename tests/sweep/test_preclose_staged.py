@@ -13,65 +13,23 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
-from kit import BATCH, BOOK, FRESH, SINGLE
+from kit import BOOK
 from kit.log import Recorder
+from kit.staged import (
+    ACCOUNTS,
+    LAST,
+    cancelled_ids,
+    open_fpt,
+    pre_read_then_sweep,
+    rules,
+    setup,
+)
 from kit.sweep import Guard, assert_no_double_cancel, at
 
 from guard.simulator.control import Simulator
-from guard.snapshot.fetch import pre_read
 from guard.snapshot.recent import RecentBooks
-from guard.sweep import ESTIMATE_MAX_AGE_S, SweepContext, SweepReport, run_sweep
-
-ACCOUNTS = tuple(f"001{i:02d}01" for i in range(12))
-LAST = ACCOUNTS[-1]
-
-
-def rules(max_cancels: int = 200) -> str:
-    return f"""
-version: 1
-accounts: [{", ".join(f'"{a}"' for a in ACCOUNTS)}]
-dry_run: false
-limits: {{max_cancels_per_sweep: {max_cancels}, confirm_timeout: 5s}}
-rules:
-  - name: pull-before-atc
-    before_close: 5m
-    match: {{boards: [HOSE], symbols: ["FPT"]}}
-"""
-
-
-def open_fpt(sim: Simulator, account: str, n: int = 1) -> list[str]:
-    return [sim.seed_order(account, "FPT", "B", 95_000, 100, age=FRESH) for _ in range(n)]
-
-
-def setup(sim: Simulator) -> dict[str, list[str]]:
-    for account in ACCOUNTS:
-        if account not in sim.exchange.accounts:
-            sim.add_account(account)
-    return {a: open_fpt(sim, a) for a in ACCOUNTS}
-
-
-async def pre_read_then(ctx: SweepContext, sim: Simulator, between: Any,
-                        *, critical: bool = True, marks: list[int] | None = None) -> SweepReport:
-    """The daemon's pre-read at 14:24:52, ``between()``, a full budget, the sweep at 14:25
-    (``marks`` gets the simulator's request count at the second)."""
-    sim.set_clock(at(sim, 14, 24, 52))
-    day = sim.clock().date()
-    await ctx.broker.ensure_session()
-    assert await pre_read(ctx.broker, list(ACCOUNTS), day, ctx.recent, ctx.log) == 12
-    between()
-    await asyncio.sleep(1.2)  # the budget refills before the second, as the daemon keeps it
-    sim.set_clock(at(sim, 14, 25, 0))
-    if marks is not None:
-        marks.append(len(sim.requests))
-    return await run_sweep(ctx, "pre-close:pull-before-atc", critical=critical)
-
-
-def cancelled_ids(sim: Simulator) -> set[str]:
-    """Every order a DELETE (batch or single) asked to cancel."""
-    out = {i["orderId"] for r in sim.requests_to("DELETE", BATCH) for i in r.body["orders"]}
-    return out | {r.body["orderId"] for r in sim.requests_to("DELETE", SINGLE)}
+from guard.sweep import ESTIMATE_MAX_AGE_S, SweepReport, run_sweep
 
 
 def test_the_first_delete_leaves_before_the_last_books_are_asked_for(
@@ -91,7 +49,7 @@ def test_the_first_delete_leaves_before_the_last_books_are_asked_for(
 
     async def scenario() -> SweepReport:
         async with guard.context() as ctx:
-            return await pre_read_then(ctx, sim, between, marks=marks)
+            return await pre_read_then_sweep(ctx, sim, between, marks=marks)
 
     report = asyncio.run(scenario())
     reqs = sim.requests[marks[0]:]
@@ -104,7 +62,7 @@ def test_the_first_delete_leaves_before_the_last_books_are_asked_for(
     # Every cancel decided from the fresh book: the late order is cancelled, the filled one
     # is not sent.
     expected = {o for ids in opened.values() for o in ids} - {opened[ACCOUNTS[0]][0]}
-    assert cancelled_ids(sim) == expected | set(late)
+    assert set(cancelled_ids(sim)) == expected | set(late)
     assert sim.order(late[0]).status == "CL"
     assert_no_double_cancel(sim)
 
@@ -121,10 +79,10 @@ def test_orders_placed_after_the_pre_read_that_pass_the_limit_trip_late_and_stop
 
     async def scenario() -> SweepReport:
         async with guard.context(log=log) as ctx:
-            return await pre_read_then(ctx, sim, between)
+            return await pre_read_then_sweep(ctx, sim, between)
 
     report = asyncio.run(scenario())
-    sent = cancelled_ids(sim)
+    sent = set(cancelled_ids(sim))
     # Never past the limit: the accounts that started before the last book came in, and not
     # one order of the account whose book pushed the count over.
     assert 0 < len(sent) <= 20
@@ -156,10 +114,10 @@ def test_a_growth_the_pre_read_saw_trips_before_anything_is_sent(
 
     async def scenario() -> SweepReport:
         async with guard.context(log=log) as ctx:
-            return await pre_read_then(ctx, sim, lambda: None)
+            return await pre_read_then_sweep(ctx, sim, lambda: None)
 
     report = asyncio.run(scenario())
-    assert cancelled_ids(sim) == set() and report.sent == ()
+    assert set(cancelled_ids(sim)) == set() and report.sent == ()
     [tripped] = log.named("breaker.tripped")
     assert tripped["matches"] == 27 and "late" not in tripped
 
@@ -178,11 +136,11 @@ def test_a_pre_read_older_than_the_estimate_limit_keeps_the_breaker_exact(
     async def scenario() -> SweepReport:
         async with guard.context() as ctx:
             ctx.recent = RecentBooks(clock=lambda: now[0])
-            return await pre_read_then(ctx, sim, between)
+            return await pre_read_then_sweep(ctx, sim, between)
 
     report = asyncio.run(scenario())
     # Exact: every book first, 27 > 20, nothing sent at all.
-    assert cancelled_ids(sim) == set() and report.plan.tripped
+    assert set(cancelled_ids(sim)) == set() and report.plan.tripped
 
 
 def test_a_poll_never_starts_early_even_with_a_recent_read(
@@ -192,11 +150,11 @@ def test_a_poll_never_starts_early_even_with_a_recent_read(
 
     async def scenario() -> SweepReport:
         async with guard.context() as ctx:
-            return await pre_read_then(ctx, sim, lambda: open_fpt(sim, LAST, 15),
+            return await pre_read_then_sweep(ctx, sim, lambda: open_fpt(sim, LAST, 15),
                                        critical=False)
 
     report = asyncio.run(scenario())
-    assert cancelled_ids(sim) == set() and report.plan.tripped
+    assert set(cancelled_ids(sim)) == set() and report.plan.tripped
 
 
 def test_the_next_sweep_counts_what_a_late_trip_sent_until_the_matches_fit_with_it(
@@ -215,7 +173,7 @@ def test_the_next_sweep_counts_what_a_late_trip_sent_until_the_matches_fit_with_
 
     async def scenario() -> tuple[SweepReport, SweepReport, SweepReport, SweepReport]:
         async with guard.context(log=log) as ctx:
-            late = await pre_read_then(ctx, sim, between)
+            late = await pre_read_then_sweep(ctx, sim, between)
             sim.set_clock(at(sim, 14, 25, 30))
             held = await run_sweep(ctx, "poll")
             for order in surge[:7]:
@@ -254,7 +212,7 @@ def test_a_late_trip_whose_started_cancel_failed_is_incomplete_not_blocked(
 
     async def scenario() -> SweepReport:
         async with guard.context() as ctx:
-            return await pre_read_then(ctx, sim, lambda: open_fpt(sim, LAST, 15))
+            return await pre_read_then_sweep(ctx, sim, lambda: open_fpt(sim, LAST, 15))
 
     report = asyncio.run(scenario())
     assert report.plan.tripped and report.sent

@@ -12,15 +12,24 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kit import BATCH, BOOK, FRESH, SINGLE
 from kit.disk import fill, small_disk
-from kit.log import Recorder
+from kit.log import OnEvent, Recorder
 from kit.ops import until
+from kit.staged import (
+    ACCOUNTS,
+    LAST,
+    TRIGGER,
+    cancelled_ids,
+    open_fpt,
+    pre_read_then_sweep,
+    rules,
+    setup,
+)
 from kit.sweep import Guard, assert_no_double_cancel, assert_one_outcome_per_intent, at
 
 from guard.errors import JournalError, ReauthRequired
@@ -28,77 +37,6 @@ from guard.simulator.control import Simulator
 from guard.simulator.faults import Fault
 from guard.snapshot.fetch import pre_read
 from guard.sweep import SweepContext, SweepReport, run_sweep
-
-ACCOUNTS = tuple(f"001{i:02d}01" for i in range(12))
-LAST = ACCOUNTS[-1]
-TRIGGER = "pre-close:pull-before-atc"
-
-
-def rules(max_cancels: int = 200, *, dry: bool = False) -> str:
-    return f"""
-version: 1
-accounts: [{", ".join(f'"{a}"' for a in ACCOUNTS)}]
-dry_run: {"true" if dry else "false"}
-limits: {{max_cancels_per_sweep: {max_cancels}, confirm_timeout: 5s}}
-rules:
-  - name: pull-before-atc
-    before_close: 5m
-    match: {{boards: [HOSE], symbols: ["FPT"]}}
-"""
-
-
-def open_fpt(sim: Simulator, account: str, n: int = 1) -> list[str]:
-    return [sim.seed_order(account, "FPT", "B", 95_000, 100, age=FRESH) for _ in range(n)]
-
-
-def setup(sim: Simulator) -> dict[str, list[str]]:
-    for account in ACCOUNTS:
-        if account not in sim.exchange.accounts:
-            sim.add_account(account)
-    return {a: open_fpt(sim, a) for a in ACCOUNTS}
-
-
-class OnEvent(Recorder):
-    """A Recorder that runs ``action`` (in the sweep's own task) the first time ``event`` is
-    logged: the world changes at a known point of the sweep, not after a sleep."""
-
-    def __init__(self, event: str, action: Callable[[], object]) -> None:
-        super().__init__()
-        self.event = event
-        self.action: Callable[[], object] | None = action
-
-    def __getattr__(self, level: str) -> Any:
-        record = super().__getattr__(level)
-
-        def log(event: str, **fields: Any) -> None:
-            record(event, **fields)
-            if event == self.event and self.action is not None:
-                action, self.action = self.action, None
-                action()
-        return log
-
-    def events(self) -> list[str]:
-        return [name for _, name, _ in self.records]
-
-
-async def pre_read_then_sweep(ctx: SweepContext, sim: Simulator,
-                              between: Callable[[], object] = lambda: None,
-                              *, pre_read_ok: int = 12) -> SweepReport:
-    """The daemon's pre-read at 14:24:52, ``between()``, a full budget, the sweep at 14:25."""
-    sim.set_clock(at(sim, 14, 24, 52))
-    await ctx.broker.ensure_session()
-    read = await pre_read(ctx.broker, list(ACCOUNTS), sim.clock().date(), ctx.recent, ctx.log)
-    assert read == pre_read_ok
-    between()
-    await asyncio.sleep(1.2)  # the budget refills before the second, as the daemon keeps it
-    sim.set_clock(at(sim, 14, 25, 0))
-    return await run_sweep(ctx, TRIGGER, critical=True)
-
-
-def cancelled_ids(sim: Simulator) -> list[str]:
-    """Every order a DELETE (batch or single) asked to cancel, repeats included."""
-    out = [i["orderId"] for r in sim.requests_to("DELETE", BATCH) for i in r.body["orders"]]
-    return out + [r.body["orderId"] for r in sim.requests_to("DELETE", SINGLE)]
 
 
 def journaled(guard: Guard) -> tuple[dict[str, str], list[str], list[str]]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from kit import ACCT, BATCH, BOOK, OTHER, SINGLE, STALE, wait_until
 from kit.disk import fill, small_disk
-from kit.log import Recorder
+from kit.log import OnEvent, Recorder
 from kit.sweep import (
     Guard,
     answered,
@@ -39,24 +39,6 @@ def kinds(guard: Guard) -> dict[str, list[str]]:
 
 def deletes(sim: Simulator) -> int:
     return len(sim.requests_to("DELETE", BATCH)) + len(sim.requests_to("DELETE", SINGLE))
-
-
-class FillOn(Recorder):
-    """A Recorder that runs ``action`` the first time ``event`` is logged."""
-
-    def __init__(self, event: str, action: Any) -> None:
-        super().__init__()
-        self.event, self.action = event, action
-
-    def __getattr__(self, level: str) -> Any:
-        record = super().__getattr__(level)
-
-        def log(event: str, **fields: Any) -> None:
-            record(event, **fields)
-            if event == self.event and self.action is not None:
-                action, self.action = self.action, None
-                action()
-        return log
 
 
 # ---- record before you act; speak when you cannot record ------------------------------------
@@ -101,7 +83,7 @@ def test_disk_full_before_the_intents_sends_nothing(sim: Simulator, tmp_path: Pa
         guard.sweep(log=Recorder())  # the journal exists, the token is cached
         sim.seed_order(ACCT, "VNM", "B", 62_000, 100, age=STALE)
         fillers: list[Path] = []
-        log = FillOn("order.matched", lambda: fillers.append(fill(state)))
+        log = OnEvent("order.matched", lambda: fillers.append(fill(state)))
         before = deletes(sim)
         with pytest.raises(JournalError):
             guard.sweep(log=log)
