@@ -10,12 +10,14 @@ the simulator's own request records.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from kit import BATCH, BOOK, SINGLE
 from kit.clocks import RunningClock
-from kit.ops import recording, until, write_rules
+from kit.ops import Events, recording, until, write_rules
 
 from guard.clock import EXCHANGE_TZ, system_clock
 from guard.schedule.scheduler import SchedulerDriver
@@ -40,6 +42,29 @@ rules:
 """
 
 
+@asynccontextmanager
+async def daemon_pre_reading(sim: Simulator, clock: RunningClock,
+                             tmp_path: Path) -> AsyncIterator[tuple[Daemon, Events]]:
+    """The daemon on ``sim`` with its real scheduler driver and pre-read loop, as ``ssi-guard
+    run`` starts them; stopped, drained and shut down on the way out."""
+    path = write_rules(tmp_path, RULES)
+    env = {**sim.env(), "SSI_GUARD_STATE_DIR": str(tmp_path / "state")}
+    async with recording() as log, open_guard(path, env=env, clock=clock) as ctx:
+        daemon = Daemon(ctx, path, notifier=Notifier({}))
+        await daemon.start()
+        daemon.driver = SchedulerDriver(daemon.fire, daemon.log,
+                                        offset=clock() - system_clock())
+        daemon.driver.start(daemon.jobs)
+        loop = asyncio.create_task(daemon.pre_read_loop())
+        try:
+            yield daemon, log
+        finally:
+            daemon.request_stop()
+            await asyncio.wait_for(loop, 5)
+            await daemon.drain()
+            daemon.driver.shutdown()
+
+
 def test_the_daemon_reads_every_book_before_the_second_and_starts_cancelling_at_once(
         tmp_path: Path) -> None:
     clock = RunningClock(SECOND - timedelta(seconds=11))
@@ -48,33 +73,19 @@ def test_the_daemon_reads_every_book_before_the_second_and_starts_cancelling_at_
         opened = [sim.seed_order(a, "FPT", "B", 95_000, 100, age=timedelta(minutes=2))
                   for a in ACCOUNTS]
         late: list[str] = []
-        path = write_rules(tmp_path, RULES)
-        env = {**sim.env(), "SSI_GUARD_STATE_DIR": str(tmp_path / "state")}
 
         async def scenario() -> None:
-            async with recording() as log, open_guard(path, env=env, clock=clock) as ctx:
-                daemon = Daemon(ctx, path, notifier=Notifier({}))
-                await daemon.start()
-                daemon.driver = SchedulerDriver(daemon.fire, daemon.log,
-                                                offset=clock() - system_clock())
-                daemon.driver.start(daemon.jobs)
-                loop = asyncio.create_task(daemon.pre_read_loop())
-                try:
-                    await until(lambda: bool(log.named("book.pre_read")), 10)
-                    # An order placed after the pre-read, a second before the second.
-                    await until(lambda: clock() >= SECOND - timedelta(seconds=1), 10)
-                    late.append(sim.seed_order(ACCOUNTS[-1], "FPT", "B", 95_000, 100))
-                    await until(lambda: all(sim.order(o).status == "CL"
-                                            for o in opened + late), 15)
-                    # Once per fire time: still one pre-read.
-                    assert len(log.named("book.pre_read")) == 1
-                finally:
-                    daemon.request_stop()
-                    await asyncio.wait_for(loop, 5)
-                    await daemon.drain()
-                    daemon.driver.shutdown()
-                [pre] = log.named("book.pre_read")
-                assert pre["accounts"] == pre["of"] == 12
+            async with daemon_pre_reading(sim, clock, tmp_path) as (_daemon, log):
+                await until(lambda: bool(log.named("book.pre_read")), 10)
+                # An order placed after the pre-read, a second before the second.
+                await until(lambda: clock() >= SECOND - timedelta(seconds=1), 10)
+                late.append(sim.seed_order(ACCOUNTS[-1], "FPT", "B", 95_000, 100))
+                await until(lambda: all(sim.order(o).status == "CL"
+                                        for o in opened + late), 15)
+                # Once per fire time: still one pre-read.
+                assert len(log.named("book.pre_read")) == 1
+            [pre] = log.named("book.pre_read")
+            assert pre["accounts"] == pre["of"] == 12
 
         asyncio.run(scenario())
         reqs = sorted(sim.requests, key=lambda r: r.at)
@@ -107,30 +118,16 @@ def test_a_pre_read_too_slow_for_one_account_leaves_it_unbounded_and_the_sweep_w
                    accounts=ACCOUNTS) as sim:
         opened = [sim.seed_order(a, "FPT", "B", 95_000, 100, age=timedelta(minutes=2))
                   for a in ACCOUNTS]
-        path = write_rules(tmp_path, RULES)
-        env = {**sim.env(), "SSI_GUARD_STATE_DIR": str(tmp_path / "state")}
 
         async def scenario() -> None:
-            async with recording() as log, open_guard(path, env=env, clock=clock) as ctx:
-                daemon = Daemon(ctx, path, notifier=Notifier({}))
-                await daemon.start()
-                daemon.driver = SchedulerDriver(daemon.fire, daemon.log,
-                                                offset=clock() - system_clock())
-                daemon.driver.start(daemon.jobs)
-                loop = asyncio.create_task(daemon.pre_read_loop())
-                try:
-                    # The polls are over; the next read of the slow account's book (the
-                    # pre-read's, at second - 8 s) takes 7 s.
-                    await until(lambda: clock() >= SECOND - timedelta(seconds=9), 15)
-                    assert not daemon._sweep_lock.locked()
-                    sim.inject(Fault("latency", "GET", BOOK, seconds=7.0, account=slow))
-                    await until(lambda: all(sim.order(o).status == "CL" for o in opened), 30)
-                finally:
-                    daemon.request_stop()
-                    await asyncio.wait_for(loop, 5)
-                    await daemon.drain()
-                    daemon.driver.shutdown()
-                assert log.named("book.pre_read_slow") and not log.named("book.pre_read")
+            async with daemon_pre_reading(sim, clock, tmp_path) as (daemon, log):
+                # The polls are over; the next read of the slow account's book (the
+                # pre-read's, at second - 8 s) takes 7 s.
+                await until(lambda: clock() >= SECOND - timedelta(seconds=9), 15)
+                assert not daemon._sweep_lock.locked()
+                sim.inject(Fault("latency", "GET", BOOK, seconds=7.0, account=slow))
+                await until(lambda: all(sim.order(o).status == "CL" for o in opened), 30)
+            assert log.named("book.pre_read_slow") and not log.named("book.pre_read")
 
         asyncio.run(scenario())
         reqs = sorted(sim.requests, key=lambda r: r.at)
@@ -154,25 +151,11 @@ def test_a_daemon_started_inside_the_lead_still_starts_its_pre_close_early(
                    accounts=ACCOUNTS) as sim:
         opened = [sim.seed_order(a, "FPT", "B", 95_000, 100, age=timedelta(minutes=2))
                   for a in ACCOUNTS]
-        path = write_rules(tmp_path, RULES)
-        env = {**sim.env(), "SSI_GUARD_STATE_DIR": str(tmp_path / "state")}
 
         async def scenario() -> None:
-            async with recording() as log, open_guard(path, env=env, clock=clock) as ctx:
-                daemon = Daemon(ctx, path, notifier=Notifier({}))
-                await daemon.start()
-                daemon.driver = SchedulerDriver(daemon.fire, daemon.log,
-                                                offset=clock() - system_clock())
-                daemon.driver.start(daemon.jobs)
-                loop = asyncio.create_task(daemon.pre_read_loop())
-                try:
-                    await until(lambda: all(sim.order(o).status == "CL" for o in opened), 20)
-                finally:
-                    daemon.request_stop()
-                    await asyncio.wait_for(loop, 5)
-                    await daemon.drain()
-                    daemon.driver.shutdown()
-                assert log.named("book.pre_read") or log.named("book.pre_read_slow")
+            async with daemon_pre_reading(sim, clock, tmp_path) as (_daemon, log):
+                await until(lambda: all(sim.order(o).status == "CL" for o in opened), 20)
+            assert log.named("book.pre_read") or log.named("book.pre_read_slow")
 
         asyncio.run(scenario())
         reqs = sorted(sim.requests, key=lambda r: r.at)
